@@ -1,0 +1,58 @@
+"""Options and rendering shared by every command (both CLIs)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ..store import Store, default_root
+
+StoreOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--store",
+        envvar="ARES_STORE",
+        help="Dataset store folder (default ./ares-store, or $ARES_STORE).",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+OutputOpt = Annotated[str, typer.Option("-o", "--output", help="Name of the dataset to publish.")]
+
+
+def get_store(store: Path | None) -> Store:
+    ctx = click_ctx()
+    if store is None and ctx is not None and ctx.obj and ctx.obj.get("store"):
+        store = ctx.obj["store"]
+    return Store(store if store is not None else default_root())
+
+
+def click_ctx() -> Any:
+    import click
+
+    return click.get_current_context(silent=True)
+
+
+def emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def console() -> Any:
+    from rich.console import Console
+
+    return Console()
+
+
+def err_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def published_message(version: Any) -> str:
+    verb = "reused identical" if version.reused else "published"
+    return f"{verb} {version.ref} ({version.manifest['rows']} rows) at {version.path}"
