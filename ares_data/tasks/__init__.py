@@ -3,5 +3,9 @@
 from __future__ import annotations
 
 from .base import Task, ValidationError
+from .correct import CorrectTask, edit_summary
+from .score import ScoreTask
 
-__all__ = ["Task", "ValidationError"]
+TASKS: dict[str, type[Task]] = {"score": ScoreTask, "correct": CorrectTask}
+
+__all__ = ["TASKS", "CorrectTask", "ScoreTask", "Task", "ValidationError", "edit_summary"]

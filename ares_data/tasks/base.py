@@ -239,3 +239,26 @@ class Task(ABC):
 
     @abstractmethod
     def failed_fields(self, problem: dict, rationale: dict) -> dict: ...
+
+
+def first_json_object(text: str) -> dict | None:
+    """The first JSON object in `text` (also inside ``` fences or after prose), or None."""
+    decoder = json.JSONDecoder()
+    pos = text.find("{")
+    while pos >= 0:
+        try:
+            obj, _ = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            pos = text.find("{", pos + 1)
+            continue
+        if isinstance(obj, dict):
+            return obj
+        pos = text.find("{", pos + 1)
+    return None
+
+
+def reply_object(reply: Reply) -> dict | None:
+    """Structured data of a reply: the provider's parsed object, else the first JSON object in its text."""
+    if isinstance(reply.data, dict):
+        return reply.data
+    return first_json_object(reply.text or "")
