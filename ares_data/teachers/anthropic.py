@@ -1,0 +1,138 @@
+"""Anthropic teacher: the official `anthropic` SDK, Messages API, base64 image blocks, structured output via
+a forced tool whose input is the JSON reply, and the Message Batches API (half price)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+import anthropic
+
+from ..errors import MissingKeyError
+from .base import Reply, Request, RetryableError, Teacher
+from .headers import anthropic_limits, status_error
+
+T = TypeVar("T")
+
+
+class AnthropicTeacher(Teacher):
+    provider = "anthropic"
+    key_env_var = "ANTHROPIC_API_KEY"
+    supports_batch = True
+
+    def __init__(self, model: str, *, base_url: str | None = None, timeout: float = 60.0,
+                 max_retries_in_sdk: int = 0) -> None:
+        super().__init__(model, base_url=base_url, timeout=timeout, max_retries_in_sdk=max_retries_in_sdk)
+        key = os.environ.get("ANTHROPIC_API_KEY")
+        if not key:
+            raise MissingKeyError("ANTHROPIC_API_KEY", "anthropic")
+        # base_url=None lets the SDK read ANTHROPIC_BASE_URL, as it documents.
+        self.client = anthropic.AsyncAnthropic(
+            api_key=key, base_url=base_url, max_retries=max_retries_in_sdk, timeout=timeout
+        )
+
+    # -- request / reply conversion -------------------------------------------------------------
+    def params(self, request: Request) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "messages": [
+                {"role": m["role"], "content": [_block(b) for b in m["content"]]} for m in request.messages
+            ],
+        }
+        if request.system:
+            params["system"] = request.system
+        if request.response_schema is not None:
+            params["tools"] = [{
+                "name": request.schema_name,
+                "description": "Record your answer. Call this tool exactly once with the complete answer.",
+                "input_schema": request.response_schema,
+            }]
+            params["tool_choice"] = {"type": "tool", "name": request.schema_name}
+        return params
+
+    @staticmethod
+    def to_reply(message: Any) -> Reply:
+        data, texts = None, []
+        for block in message.content or []:
+            if block.type == "tool_use" and data is None and isinstance(block.input, dict):
+                data = block.input
+            elif block.type == "text":
+                texts.append(block.text)
+        text = json.dumps(data, ensure_ascii=False) if data is not None else "".join(texts)
+        usage = message.usage
+        return Reply(
+            text=text,
+            data=data,
+            input_tokens=int(getattr(usage, "input_tokens", 0) or 0),
+            output_tokens=int(getattr(usage, "output_tokens", 0) or 0),
+            stop_reason=message.stop_reason,
+            extra={"id": message.id, "model": message.model},
+        )
+
+    # -- calls ------------------------------------------------------------------------------------
+    async def _call(self, coro: Awaitable[T]) -> T:
+        try:
+            return await coro
+        except anthropic.APIStatusError as e:
+            raise status_error(self.provider, e.status_code, _message(e), e.response.headers,
+                               self.key_env_var) from None
+        except anthropic.APITimeoutError:
+            raise RetryableError(f"anthropic: no reply within {self.timeout:g}s") from None
+        except anthropic.APIConnectionError as e:
+            raise RetryableError(f"anthropic: connection failed ({e.__cause__ or e})") from None
+        except (anthropic.APIResponseValidationError, ValueError) as e:
+            raise RetryableError(f"anthropic: unreadable response body ({e})") from None
+
+    async def send(self, request: Request) -> Reply:
+        raw = await self._call(self.client.messages.with_raw_response.create(**self.params(request)))
+        self._rate_limit = anthropic_limits(raw.headers)
+        message = await self._call(_parsed(raw))
+        return self.to_reply(message)
+
+    async def submit_batch(self, items: list[tuple[str, Request]]) -> str:
+        requests = [{"custom_id": cid, "params": self.params(req)} for cid, req in items]
+        batch = await self._call(self.client.messages.batches.create(requests=requests))
+        return batch.id
+
+    async def batch_status(self, batch_id: str) -> dict:
+        batch = await self._call(self.client.messages.batches.retrieve(batch_id))
+        counts = batch.request_counts.model_dump() if batch.request_counts else {}
+        state = "ended" if batch.processing_status == "ended" else "in_progress"
+        return {"state": state, "counts": counts, "provider_status": batch.processing_status}
+
+    async def batch_results(self, batch_id: str) -> dict[str, Reply | str]:
+        out: dict[str, Reply | str] = {}
+        entries = await self._call(self.client.messages.batches.results(batch_id))
+        async for entry in entries:
+            result = entry.result
+            if result.type == "succeeded":
+                out[entry.custom_id] = self.to_reply(result.message)
+            elif result.type == "errored":
+                err = getattr(result.error, "error", None)
+                out[entry.custom_id] = f"errored: {getattr(err, 'type', '?')}: {getattr(err, 'message', '')}"
+            else:
+                out[entry.custom_id] = result.type  # "canceled" / "expired"
+        return out
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+
+async def _parsed(raw: Any) -> Any:
+    result = raw.parse()
+    return await result if hasattr(result, "__await__") else result
+
+
+def _block(b: dict) -> dict:
+    if b["type"] == "image":
+        source = {"type": "base64", "media_type": b["media_type"], "data": b["data_b64"]}
+        return {"type": "image", "source": source}
+    return {"type": "text", "text": b["text"]}
+
+
+def _message(e: Any) -> str:
+    return str(getattr(e, "api_message", None) or getattr(e, "message", None) or e)

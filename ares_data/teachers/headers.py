@@ -1,0 +1,111 @@
+"""Reading rate-limit headers (Anthropic, OpenAI) into one normalised dict; never reads auth headers."""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import time
+from collections.abc import Mapping
+from datetime import datetime
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _int(value: str | None) -> int | None:
+    f = _float(value)
+    return int(f) if f is not None else None
+
+
+def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds to wait from `retry-after-ms`, or `retry-after` (seconds or an HTTP date)."""
+    if not headers:
+        return None
+    ms = _float(headers.get("retry-after-ms"))
+    if ms is not None:
+        return max(ms / 1000.0, 0.0)
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    seconds = _float(value)
+    if seconds is not None:
+        return max(seconds, 0.0)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def parse_duration(value: str | None) -> float | None:
+    """OpenAI reset values: "1s", "6m0s", "20ms", "1h2m3.5s" -> seconds."""
+    if not value:
+        return None
+    plain = _float(value)
+    if plain is not None:
+        return plain
+    parts = _DURATION.findall(value)
+    return sum(float(n) * _UNIT[u] for n, u in parts) if parts else None
+
+
+def parse_reset_time(value: str | None) -> float | None:
+    """Anthropic reset values are RFC 3339 timestamps -> seconds from now."""
+    if not value:
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return parse_duration(value)
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def anthropic_limits(headers: Mapping[str, str]) -> dict:
+    p = "anthropic-ratelimit-"
+    return {
+        "requests_remaining": _int(headers.get(p + "requests-remaining")),
+        "requests_reset_s": parse_reset_time(headers.get(p + "requests-reset")),
+        "tokens_remaining": _int(headers.get(p + "tokens-remaining")),
+        "tokens_reset_s": parse_reset_time(headers.get(p + "tokens-reset")),
+        "retry_after": parse_retry_after(headers),
+    }
+
+
+def openai_limits(headers: Mapping[str, str]) -> dict:
+    p = "x-ratelimit-"
+    return {
+        "requests_remaining": _int(headers.get(p + "remaining-requests")),
+        "requests_reset_s": parse_duration(headers.get(p + "reset-requests")),
+        "tokens_remaining": _int(headers.get(p + "remaining-tokens")),
+        "tokens_reset_s": parse_duration(headers.get(p + "reset-tokens")),
+        "retry_after": parse_retry_after(headers),
+    }
+
+
+_FATAL_HINTS = {
+    400: "the provider rejected the request as malformed; check the model name, --max-tokens and the prompt",
+    401: "the API key was rejected; check {env}",
+    403: "the key has no access to this model or feature; check your plan or choose another model",
+    404: "the model or endpoint does not exist; check the teacher spec (provider:MODEL) and --base-url",
+    413: "the request is too large; try --no-images or a shorter prompt",
+    422: "the provider could not process the request; check the model's supported parameters",
+}
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
+
+
+def status_error(provider: str, status: int, message: str, headers: Mapping[str, str] | None,
+                 key_env_var: str | None) -> Exception:
+    """One mapping from an HTTP error status to RetryableError / FatalTeacherError."""
+    from .base import FatalTeacherError, RetryableError
+
+    text = f"{provider} HTTP {status}: {message}"
+    if status in RETRYABLE_STATUS or status >= 500:
+        return RetryableError(text, retry_after=parse_retry_after(headers), status=status)
+    hint = _FATAL_HINTS.get(status, "see the provider's error message above")
+    return FatalTeacherError(text, status=status, hint=hint.format(env=key_env_var or "the API key"))

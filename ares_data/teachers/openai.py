@@ -1,0 +1,180 @@
+"""OpenAI teacher: the official `openai` SDK, Chat Completions, images as data URIs, structured output via
+`response_format=json_schema`, and the Batch API. `--base-url` / OPENAI_BASE_URL point it at any
+OpenAI-compatible server (vLLM, Ollama, LM Studio, `transformers serve`).
+
+Keys: OPENAI_API_KEY. When a non-OpenAI base URL is set and OPENAI_API_KEY is not, a placeholder key is
+sent, because local OpenAI-compatible servers usually do not check it; against api.openai.com a missing key
+is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+import openai
+from openai.types.chat import ChatCompletion
+
+from ..errors import MissingKeyError
+from .base import Reply, Request, RetryableError, Teacher
+from .headers import openai_limits, status_error
+
+T = TypeVar("T")
+PLACEHOLDER_KEY = "no-key-needed"
+ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
+
+
+class OpenAITeacher(Teacher):
+    provider = "openai"
+    key_env_var = "OPENAI_API_KEY"
+    supports_batch = True
+
+    def __init__(self, model: str, *, base_url: str | None = None, timeout: float = 60.0,
+                 max_retries_in_sdk: int = 0) -> None:
+        super().__init__(model, base_url=base_url, timeout=timeout, max_retries_in_sdk=max_retries_in_sdk)
+        effective = base_url or os.environ.get("OPENAI_BASE_URL") or ""
+        self.is_openai = not effective or (urlparse(effective).hostname or "").endswith("openai.com")
+        key = os.environ.get("OPENAI_API_KEY")
+        if not key:
+            if self.is_openai:
+                raise MissingKeyError("OPENAI_API_KEY", "openai")
+            key = PLACEHOLDER_KEY
+        kwargs: dict[str, Any] = {"api_key": key, "max_retries": max_retries_in_sdk, "timeout": timeout}
+        if base_url:
+            kwargs["base_url"] = base_url  # otherwise the SDK reads OPENAI_BASE_URL itself
+        self.client = openai.AsyncOpenAI(**kwargs)
+
+    # -- request / reply conversion -------------------------------------------------------------
+    def params(self, request: Request) -> dict[str, Any]:
+        messages: list[dict[str, Any]] = []
+        if request.system:
+            messages.append({"role": "system", "content": request.system})
+        for m in request.messages:
+            messages.append({"role": m["role"], "content": [_part(b) for b in m["content"]]})
+        # api.openai.com wants max_completion_tokens (reasoning models reject max_tokens); compatible
+        # servers (vLLM, Ollama, LM Studio) reliably understand max_tokens.
+        limit_key = "max_completion_tokens" if self.is_openai else "max_tokens"
+        params: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            limit_key: request.max_tokens,
+            "temperature": request.temperature,
+        }
+        if request.response_schema is not None:
+            schema = {"name": request.schema_name, "schema": request.response_schema, "strict": True}
+            params["response_format"] = {"type": "json_schema", "json_schema": schema}
+        return params
+
+    @staticmethod
+    def to_reply(completion: Any) -> Reply:
+        if not completion.choices:
+            raise RetryableError("openai: the reply has no choices")
+        choice = completion.choices[0]
+        text = choice.message.content or getattr(choice.message, "refusal", None) or ""
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, TypeError):
+            data = None
+        usage = completion.usage
+        return Reply(
+            text=text,
+            data=data if isinstance(data, dict) else None,
+            input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+            output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            stop_reason=choice.finish_reason,
+            extra={"id": completion.id, "model": completion.model},
+        )
+
+    # -- calls ------------------------------------------------------------------------------------
+    async def _call(self, coro: Awaitable[T]) -> T:
+        try:
+            return await coro
+        except openai.APIStatusError as e:
+            raise status_error(self.provider, e.status_code, _message(e), e.response.headers,
+                               self.key_env_var) from None
+        except openai.APITimeoutError:
+            raise RetryableError(f"openai: no reply within {self.timeout:g}s") from None
+        except openai.APIConnectionError as e:
+            raise RetryableError(f"openai: connection failed ({e.__cause__ or e})") from None
+        except (openai.APIResponseValidationError, ValueError) as e:
+            raise RetryableError(f"openai: unreadable response body ({e})") from None
+
+    async def send(self, request: Request) -> Reply:
+        raw = await self._call(self.client.chat.completions.with_raw_response.create(**self.params(request)))
+        self._rate_limit = openai_limits(raw.headers)
+        completion = await self._call(_parsed(raw))
+        return self.to_reply(completion)
+
+    async def submit_batch(self, items: list[tuple[str, Request]]) -> str:
+        lines = [
+            json.dumps({"custom_id": cid, "method": "POST", "url": "/v1/chat/completions",
+                        "body": self.params(req)}, ensure_ascii=False)
+            for cid, req in items
+        ]
+        payload = ("\n".join(lines) + "\n").encode()
+        file = await self._call(self.client.files.create(file=("ares-batch.jsonl", payload), purpose="batch"))
+        batch = await self._call(self.client.batches.create(
+            input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"))
+        return batch.id
+
+    async def batch_status(self, batch_id: str) -> dict:
+        batch = await self._call(self.client.batches.retrieve(batch_id))
+        counts = batch.request_counts.model_dump() if batch.request_counts else {}
+        out = {"state": "ended" if batch.status in ENDED else "in_progress", "counts": counts,
+               "provider_status": batch.status}
+        if batch.errors and batch.errors.data:
+            out["errors"] = [f"{e.code}: {e.message}" for e in batch.errors.data]
+        return out
+
+    async def batch_results(self, batch_id: str) -> dict[str, Reply | str]:
+        """custom_id -> Reply or error text. Requests of a failed/expired batch may be absent."""
+        batch = await self._call(self.client.batches.retrieve(batch_id))
+        out: dict[str, Reply | str] = {}
+        for file_id in (batch.output_file_id, batch.error_file_id):
+            if not file_id:
+                continue
+            content = await self._call(self.client.files.content(file_id))
+            for line in content.text.splitlines():
+                if line.strip():
+                    entry = json.loads(line)
+                    out[entry["custom_id"]] = self._batch_entry(entry)
+        return out
+
+    def _batch_entry(self, entry: dict) -> Reply | str:
+        if entry.get("error"):
+            err = entry["error"]
+            return f"errored: {err.get('code')}: {err.get('message')}"
+        response = entry.get("response") or {}
+        body = response.get("body") or {}
+        if response.get("status_code") != 200:
+            message = (body.get("error") or {}).get("message", "")
+            return f"errored: HTTP {response.get('status_code')}: {message}"
+        try:
+            return self.to_reply(ChatCompletion.model_validate(body))
+        except (RetryableError, ValueError) as e:
+            return f"errored: unreadable batch result ({e})"
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+
+async def _parsed(raw: Any) -> Any:
+    result = raw.parse()
+    return await result if hasattr(result, "__await__") else result
+
+
+def _part(b: dict) -> dict:
+    if b["type"] == "image":
+        return {"type": "image_url", "image_url": {"url": f"data:{b['media_type']};base64,{b['data_b64']}"}}
+    return {"type": "text", "text": b["text"]}
+
+
+def _message(e: Any) -> str:
+    body = getattr(e, "body", None)
+    err = body.get("error", body) if isinstance(body, dict) else None
+    if isinstance(err, dict) and err.get("message"):
+        return str(err["message"])
+    return str(getattr(e, "message", None) or e)
