@@ -87,11 +87,49 @@ CORRECTIONS = Features(
     }
 )
 
+JUDGMENTS = Features(  # `ares-data judge`: one row per (pair, presentation order)
+    {
+        "pair_id": Value("string"),
+        "problem_id": Value("string"),
+        "sample_index": Value("int32"),
+        "order": Value("string"),  # "ab": dataset A shown as Option A; "ba": dataset B shown as Option A
+        "rationale_id_a": Value("string"),
+        "rationale_id_b": Value("string"),
+        "preferred": Value("string"),  # position the judge chose: "A" | "B" | "tie" | "" (failed)
+        "winner": Value("string"),  # dataset that won: "a" | "b" | "tie" | "" (failed)
+        "reason": Value("string"),
+        **_TEACHER_COLUMNS,
+    }
+)
+
+EVALS = Features(  # `ares-train eval`: one row per problem
+    {
+        "problem_id": Value("string"),
+        "split": Value("string"),
+        "question": Value("string"),
+        "choices": Sequence(Value("string")),
+        "answer_index": Value("int32"),
+        "subject": Value("string"),
+        "grade": Value("string"),
+        "context_type": Value("string"),  # "image" | "text" | "none" (ScienceQA IMG / TXT / NO)
+        "grade_band": Value("string"),  # "1-6" | "7-12" | ""
+        "rationale": Value("string"),  # generated rationale
+        "answer_text": Value("string"),  # generated answer (after the rationale)
+        "predicted_index": Value("int32"),  # null when no option could be parsed
+        "parse_rule": Value("string"),
+        "correct": Value("bool"),
+        "model": Value("string"),
+        "model_fingerprint": Value("string"),
+    }
+)
+
 KINDS: dict[str, Features] = {
     "problems": PROBLEMS,
     "rationales": RATIONALES,
     "scores": SCORES,
     "corrections": CORRECTIONS,
+    "judgments": JUDGMENTS,
+    "eval": EVALS,
 }
 
 _PY_TYPES = {
