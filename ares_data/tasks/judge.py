@@ -8,6 +8,11 @@ the other placeholders mean what they mean for scoring and correction.
 
 The reply is ``{"preferred": "A" | "B" | "tie", "reason": "..."}``; a plain-text reply that names exactly
 one of "Option A", "Option B" or "tie" is also accepted. `winner` maps the position back to the dataset.
+
+The offline `reference` teacher judges with `reference_judgment`: each option's quality is the mean of the
+reference teacher's own sentence scores for it (see `ares_data.teachers.reference`; an empty rationale
+scores 0); the option with the higher mean wins when the means differ by at least REFERENCE_TIE_MARGIN,
+otherwise it is a tie. The rule never looks at the position, so it is deterministic and order-consistent.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from ..teachers.base import Reply
 from .base import Task, ValidationError, reply_object, sentence_texts
 
 POSITIONS = ("A", "B", "tie")
+REFERENCE_TIE_MARGIN = 0.05
 _TEXT_CHOICE = re.compile(r"\b(?:option\s+([AB])\b|(tie))", re.I)
 
 
@@ -102,3 +108,20 @@ class JudgeTask(Task):
 
     def failed_fields(self, problem: dict, rationale: dict) -> dict:
         return {"preferred": "", "winner": "", "reason": ""}
+
+
+def reference_judgment(data: dict) -> dict:
+    """The reference teacher's judgment of a judge task block (rule in the module docstring)."""
+    from ..segment import segment
+    from ..teachers.reference import score_sentences
+
+    means = []
+    for key in ("option_a", "option_b"):
+        option = data.get(key) or {}
+        sents = option.get("sentences") or [s.text for s in segment(option.get("text") or "")]
+        scores = score_sentences({**data, "sentences": sents}) if sents else []
+        means.append(sum(scores) / len(scores) if scores else 0.0)
+    diff = means[0] - means[1]
+    preferred = "tie" if abs(diff) < REFERENCE_TIE_MARGIN else ("A" if diff > 0 else "B")
+    reason = f"mean sentence score A={means[0]:.2f}, B={means[1]:.2f}"
+    return {"preferred": preferred, "reason": reason}

@@ -166,6 +166,10 @@ def answer_task(data: dict) -> dict:
         return {"scores": [{"sentence": i, "score": s} for i, s in enumerate(score_sentences(data), 1)]}
     if task == "correct":
         return {"corrected": correct_rationale(data)}
+    if task == "judge":  # rule documented in ares_data.tasks.judge
+        from ..tasks.judge import reference_judgment
+
+        return reference_judgment(data)
     raise ValueError(f"the reference teacher cannot answer task {task!r}")
 
 
