@@ -36,10 +36,11 @@ class Sentence:
 
 _CLOSERS = re.escape("\"')]}\u201d\u2019\u00bb")
 _CANDIDATE = re.compile(
-    rf"(?P<term>[.!?\u2026]+)[{_CLOSERS}]*(?=\s|\Z)"  # sentence punctuation before whitespace
+    r"(?=[.!?\u2026\u3002\uff01\uff1f\r\n])"  # cheap first-character filter, then the alternatives
+    rf"(?:(?P<term>[.!?\u2026]+)[{_CLOSERS}]*(?=\s|\Z)"  # sentence punctuation before whitespace
     r"|(?P<cjk>[\u3002\uff01\uff1f]+)" + rf"[{_CLOSERS}\u300d\u300f]*"  # 。！？ need no space
     r"|(?<=[A-Za-z0-9)][A-Za-z0-9)])(?P<glued>[.?!])(?=[A-Z][a-z])"  # "layers.The"
-    r"|(?P<nl>\r?\n(?:[ \t]*\r?\n)*)"  # a line break (several: a blank line)
+    r"|(?P<nl>\r?\n(?:[ \t]*\r?\n)*))"  # a line break (several: a blank line)
 )
 # Never end a sentence, whatever follows ("Dr. Smith", "e.g. Earth", "vs. liquids").
 _NEVER_END = frozenset(
@@ -56,8 +57,12 @@ _OPENERS = frozenset(
     most there here when while after before finally first second next now only option answer
     choice one two three our my his her their what which who why how no yes""".split()
 )
+# Words before a capital letter that make it an answer choice, not an initial ("is B.", "option B.").
+_ANSWER_CONTEXT = frozenset("is be was are were option choice answer choose select pick and or not".split())
 _INITIALISM = re.compile(r"(?:[A-Za-z]\.)+[A-Za-z]\Z")
 _LABEL_LINE = re.compile(r"[*_#>\s-]*[\w'()]+(?:\s+[\w'()]+)?\s*:[*_\s]*\Z")
+_NEXT_WORD = re.compile(r"\s*(\S{1,40})")
+_EQUATION_LINE = re.compile(r"[ \t]*[\w^()]{1,12}[ \t]*=")
 _TERMINAL = ".!?:;\u2026\u3002"
 
 
@@ -92,9 +97,8 @@ def _period_ends(text: str, start: int, pos: int, after: int, punct: str) -> boo
         return False
     if punct != ".":
         return True  # "?", "!", "...", "…" followed by a capital, a digit, a quote or a bracket
-    lo = pos
-    while lo > start and not text[lo - 1].isspace():
-        lo -= 1
+    lo = max(text.rfind(" ", start, pos), text.rfind("\n", start, pos), text.rfind("\t", start, pos)) + 1
+    lo = max(lo, start)
     word = text[lo:pos].lstrip("\"'([{\u201c\u2018*")
     low = word.lower()
     if low in _NEVER_END:
@@ -104,7 +108,7 @@ def _period_ends(text: str, start: int, pos: int, after: int, punct: str) -> boo
     if low in _MAY_END:
         return c.isalpha()
     if word.isdigit() and len(word) <= 3 and _starts_item(text, start, lo):
-        return False  # list marker "2." at the start of a line or sentence
+        return False  # list marker "2." / "Step 2." at the start of a line or sentence
     if len(word) == 1 and word.isupper():
         return not _is_initial(text, start, lo, nxt)
     if "." in word and _INITIALISM.match(word):
@@ -113,7 +117,8 @@ def _period_ends(text: str, start: int, pos: int, after: int, punct: str) -> boo
 
 
 def _is_initial(text: str, start: int, lo: int, nxt: str) -> bool:
-    """`X.` is an initial when another initial follows (J. K.) or it sits inside a name (George W. Carver)."""
+    """`X.` is an initial when another initial follows (J. K.) or a name does (C. Darwin), unless it
+    reads as an answer letter ("the answer is B. Copper ...", "Answer: B. ...")."""
     if len(nxt) >= 2 and nxt[0].isupper() and nxt[1] == ".":
         return True
     word = _bare(nxt)
@@ -123,7 +128,7 @@ def _is_initial(text: str, start: int, lo: int, nxt: str) -> bool:
     if not prev:
         return False
     p = prev[-1]
-    return (p.isalpha() and p[0].isupper()) or bool(re.fullmatch(r"[A-Z]\.", p))
+    return not p.endswith(":") and p.lower() not in _ANSWER_CONTEXT
 
 
 def _newline_ends(text: str, start: int, pos: int, after: int) -> bool:
@@ -137,22 +142,21 @@ def _newline_ends(text: str, start: int, pos: int, after: int) -> bool:
     if line[-1] == ":" or line.endswith(":**"):
         return not _LABEL_LINE.match(line)
     nxt = _next_word(text, after)
-    return not (nxt and nxt[0].islower() and line[-1] not in _TERMINAL)
+    if not nxt or not nxt[0].islower() or line[-1] in _TERMINAL:
+        return True
+    # a hard-wrapped sentence continues on the next line, but lines of a list of equations don't
+    return _EQUATION_LINE.match(line) is not None and _EQUATION_LINE.match(text, after) is not None
 
 
 def _starts_item(text: str, start: int, lo: int) -> bool:
-    before = text[start:lo]
-    return not before.strip() or before.rstrip(" \t").endswith("\n")
+    """Is the number at `lo` a list marker: first on its line or sentence, or after one label word?"""
+    line = text[max(text.rfind("\n", start, lo) + 1, start):lo].split()
+    return not line or (len(line) == 1 and line[0].isalpha() and line[0][0].isupper())
 
 
 def _next_word(text: str, i: int) -> str:
-    n = len(text)
-    while i < n and text[i].isspace():
-        i += 1
-    j = i
-    while j < n and not text[j].isspace() and j - i < 40:
-        j += 1
-    return text[i:j]
+    m = _NEXT_WORD.match(text, i)
+    return m.group(1) if m else ""
 
 
 def _bare(word: str) -> str:
@@ -160,12 +164,12 @@ def _bare(word: str) -> str:
 
 
 def _add(text: str, start: int, end: int, out: list[Sentence]) -> None:
-    while start < end and text[start].isspace():
-        start += 1
-    while end > start and text[end - 1].isspace():
-        end -= 1
-    if end > start:
-        out.append(Sentence(text[start:end], start, end))
+    piece = text[start:end]
+    left = piece.lstrip()  # str.strip and str.isspace agree on what whitespace is
+    if left:
+        start += len(piece) - len(left)
+        sent = left.rstrip()
+        out.append(Sentence(sent, start, start + len(sent)))
 
 
 def drop_repeats(sentences: list[Sentence]) -> tuple[list[Sentence], list[Sentence]]:
