@@ -20,6 +20,7 @@ from .errors import AresError
 COMMAND_MODULES = [
     "store_cmds",
     "segment_cmd",
+    "export_cmds",
 ]
 
 app = typer.Typer(

@@ -1,0 +1,93 @@
+"""`ares-data export sft|prm|dpo`: TRL-ready exports, each published as a versioned dataset."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+
+from .common import JsonOpt, StoreOpt, console, emit_json, get_store, published_message
+
+app = typer.Typer()
+export_app = typer.Typer(help="Export scores/corrections for other trainers (TRL SFT, PRM, DPO).",
+                         no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+ImagesOpt = Annotated[
+    Optional[bool],
+    typer.Option("--images/--no-images", show_default=False,
+                 help="Keep the problem images (default: when any problem has one). Text-only models "
+                      "need --no-images: TRL treats an `images` column as vision data."),
+]
+NameOpt = Annotated[str, typer.Option("-o", "--output", help="Name of the dataset to publish.")]
+
+
+class PairBy(str, Enum):
+    score = "score"
+    answer = "answer"
+
+
+def _done(version: object, as_json: bool) -> None:
+    from ..export import summary
+
+    if as_json:
+        emit_json(summary(version))
+        return
+    console().print(published_message(version))
+    counts = summary(version)["counts"]
+    if counts:
+        console().print("skipped: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+
+
+@export_app.command("sft")
+def sft_cmd(
+    corrections: Annotated[str, typer.Argument(help="Corrections dataset, NAME or NAME@vN.")],
+    output: NameOpt,
+    conversational: Annotated[bool, typer.Option("--conversational",
+                                                 help="Write `messages` (user/assistant) instead of "
+                                                      "prompt/completion.")] = False,
+    images: ImagesOpt = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Corrected rationales as SFT records for TRL SFTTrainer (failed corrections are skipped)."""
+    from ..export import export_sft
+
+    _done(export_sft(get_store(store), corrections, output, conversational=conversational, images=images),
+          as_json)
+
+
+@export_app.command("prm")
+def prm_cmd(
+    scores: Annotated[str, typer.Argument(help="Scores dataset, NAME or NAME@vN.")],
+    output: NameOpt,
+    threshold: Annotated[float, typer.Option(help="A sentence is labelled good when score >= threshold.",
+                                             min=0.0, max=1.0)] = 0.5,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Sentence scores as TRL stepwise supervision (prompt, completions, labels) for PRM training."""
+    from ..export import export_prm
+
+    _done(export_prm(get_store(store), scores, output, threshold=threshold), as_json)
+
+
+@export_app.command("dpo")
+def dpo_cmd(
+    scores: Annotated[str, typer.Argument(help="Scores dataset, NAME or NAME@vN.")],
+    output: NameOpt,
+    pair_by: Annotated[PairBy, typer.Option("--pair-by", help="score: highest vs lowest mean sentence "
+                                            "score; answer: correct vs incorrect final answer.")]
+    = PairBy.score,
+    min_margin: Annotated[float, typer.Option("--min-margin", help="With --pair-by score: keep a pair only "
+                                              "when the mean scores differ by more than this.")] = 0.0,
+    images: ImagesOpt = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Preference pairs per problem (prompt, chosen, rejected, images) for TRL DPOTrainer."""
+    from ..export import export_dpo
+
+    _done(export_dpo(get_store(store), scores, output, pair_by=pair_by.value, min_margin=min_margin,
+                     images=images), as_json)
