@@ -28,8 +28,12 @@ def _magnets(d: Draw) -> None:  # pid 1: N faces N -> repel
 
 def _punnett(d: Draw) -> None:  # pid 9: three dark boxes, one light
     dark, light = (70, 45, 25), (235, 215, 170)
-    boxes = [((8, 8, 31, 31), dark), ((32, 8, 55, 31), dark), ((8, 32, 31, 55), dark),
-             ((32, 32, 55, 55), light)]
+    boxes = [
+        ((8, 8, 31, 31), dark),
+        ((32, 8, 55, 31), dark),
+        ((8, 32, 31, 55), dark),
+        ((32, 32, 55, 55), light),
+    ]
     for box, colour in boxes:
         d.rectangle(box, fill=colour, outline="black")
 
@@ -91,8 +95,18 @@ def _lake(d: Draw) -> None:  # pid 41: blue lake inside green land
 
 
 DRAWINGS: dict[str, Callable[[Draw], None]] = {
-    "1": _magnets, "9": _punnett, "10": _balls, "11": _moon, "12": _beaker, "13": _line_graph,
-    "14": _bars, "15": _seeds, "23": _arrow, "31": _pie, "37": _globe, "41": _lake,
+    "1": _magnets,
+    "9": _punnett,
+    "10": _balls,
+    "11": _moon,
+    "12": _beaker,
+    "13": _line_graph,
+    "14": _bars,
+    "15": _seeds,
+    "23": _arrow,
+    "31": _pie,
+    "37": _globe,
+    "41": _lake,
 }
 
 
