@@ -46,9 +46,21 @@ def _key_rows(rows: Iterable[dict], by: str) -> tuple[dict[tuple[str, int], dict
     return keyed, duplicates
 
 
+def _orders_for(pair_id: str, orders: tuple[str, ...]) -> tuple[str, ...]:
+    """("random",) picks one order per pair, deterministically from the pair id; else the orders given."""
+    if tuple(orders) == ("random",):
+        return ("ab",) if int(pair_id, 16) % 2 == 0 else ("ba",)
+    bad = [o for o in orders if o not in ORDERS]
+    if bad or not orders:
+        raise UsageError(f"unknown presentation order(s) {bad}", hint="use 'ab', 'ba' or 'random'")
+    return tuple(orders)
+
+
 def make_pairs(rows_a: Iterable[dict], rows_b: Iterable[dict], *, by: str = "sample",
                orders: tuple[str, ...] = ORDERS) -> tuple[list[dict], dict[str, int]]:
-    """Pair two rationale lists -> (judge items, counts). One item per (pair, order), pairs in A's order."""
+    """Pair two rationale lists -> (judge items, counts). One item per (pair, order), pairs in A's order.
+
+    `orders`: ("ab", "ba") (both, the default), one of them, or ("random",): one seeded order per pair."""
     if by not in ("sample", "problem"):
         raise UsageError(f"unknown pairing '{by}'", hint="use 'sample' or 'problem'")
     a, dup_a = _key_rows(rows_a, by)
@@ -60,7 +72,7 @@ def make_pairs(rows_a: Iterable[dict], rows_b: Iterable[dict], *, by: str = "sam
             continue
         ids = f"{ra.get('rationale_id')}|{rb.get('rationale_id')}"
         pair_id = hashlib.sha256(ids.encode()).hexdigest()[:16]
-        for order in orders:
+        for order in _orders_for(pair_id, orders):
             items.append({"pair_id": pair_id, "problem_id": key[0], "sample_index": key[1], "order": order,
                           "a": ra, "b": rb})
     paired = len({i["pair_id"] for i in items})
@@ -134,3 +146,70 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
         "position_a_preferred": round(first_pref / decided, 4) if decided else None,
         "ci_method": CI_METHOD,
     }
+
+
+def _problems_by_id(store: Any, version: Any, problems_ref: str | None, wanted: set[str]) -> dict[str, dict]:
+    if problems_ref:
+        pv = store.resolve_kind(problems_ref, "problems")
+    else:
+        pv = store.parent_chain(version, "problems")
+    ds = pv.load()
+    ids = ds["problem_id"]
+    return {ids[i]: ds[i] for i in range(len(ids)) if ids[i] in wanted}
+
+
+def run_judge(
+    store: Any,
+    ref_a: str,
+    ref_b: str,
+    teacher: Any,
+    *,
+    name: str,
+    by: str = "sample",
+    orders: tuple[str, ...] = ORDERS,
+    problems_ref: str | None = None,
+    include_images: bool = True,
+    prompt_path: Any = None,
+    engine_options: dict[str, Any] | None = None,
+    on_progress: Any = None,
+) -> tuple[Any, dict[str, Any]]:
+    """Judge rationales A against B through the request engine; publish a judgments dataset.
+
+    Returns (published Version, summary). The summary (see `summarize`) is also in the manifest."""
+    import asyncio
+
+    from .engine import RequestCache, Stats, run_task
+    from .errors import InputError
+    from .tasks.judge import JudgeTask
+
+    va, vb = store.resolve_kind(ref_a, "rationales"), store.resolve_kind(ref_b, "rationales")
+    items, counts = make_pairs(va.load().to_list(), vb.load().to_list(), by=by, orders=orders)
+    if not items:
+        raise InputError(f"{va.ref} and {vb.ref} share no (problem_id, sample_index) pair to judge",
+                         hint="use --by problem to pair the first sample of each problem")
+    problems = _problems_by_id(store, va, problems_ref, {i["problem_id"] for i in items})
+    missing = sorted({i["problem_id"] for i in items} - set(problems))
+    if missing:
+        raise InputError(f"problem(s) {missing[:5]} of {va.ref} are not in the problems dataset")
+    task = JudgeTask(prompt_path, include_images=include_images)
+    stats = Stats(total=len(items))
+    rows: list[dict] = []
+
+    async def _collect() -> None:
+        args = [(problems[i["problem_id"]], i) for i in items]
+        with RequestCache.for_store(store.root) as cache:
+            async for row in run_task(teacher, task, args, cache=cache, on_progress=on_progress, stats=stats,
+                                      **(engine_options or {})):
+                rows.append(row)
+
+    asyncio.run(_collect())
+    summary = summarize(rows)
+    params = {"teacher": teacher.spec, "by": by, "orders": list(orders), "prompt_sha": task.prompt_sha,
+              "include_images": include_images}
+    extra = {"teacher": teacher.spec, "prompt_sha": task.prompt_sha, "summary": summary,
+             "pairing": counts, "usage": stats.as_dict()}
+    with store.writer(name, "judgments", parents=[va, vb], params=params, extra=extra) as w:
+        for row in rows:
+            w.write(row)
+            w.count(row["status"])
+    return w.result, summary

@@ -1,0 +1,121 @@
+"""`ares-data judge A B --teacher SPEC`: pairwise rationale comparison with both presentation orders."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from .common import JsonOpt, StoreOpt, console, emit_json, err_console, get_store, published_message
+
+app = typer.Typer()
+
+
+class Orders(str, Enum):
+    both = "both"
+    random = "random"
+
+
+class PairBy(str, Enum):
+    sample = "sample"
+    problem = "problem"
+
+
+TeacherArg = Annotated[str, typer.Option(
+    "--teacher", help="The judge: anthropic:MODEL, openai:MODEL or reference.")]
+NameOpt = Annotated[str, typer.Option("-o", "--output", help="Name of the judgments dataset.")]
+ByOpt = Annotated[PairBy, typer.Option(
+    "--by", help="Pair rationales by (problem, sample index), or by problem (first sample of each).")]
+OrdersOpt = Annotated[Orders, typer.Option(
+    "--orders", help="'both': judge every pair in both orders (cancels position bias); 'random': one "
+    "seeded order per pair.")]
+ProblemsOpt = Annotated[Optional[str], typer.Option(
+    "--problems", help="Problems dataset (default: found among A's parents).")]
+MaxCostOpt = Annotated[Optional[float], typer.Option("--max-cost", help="Stop before spending more USD.")]
+
+
+@app.command("judge")
+def judge_cmd(
+    rationales_a: Annotated[str, typer.Argument(help="Rationales dataset A (NAME or NAME@vN).")],
+    rationales_b: Annotated[str, typer.Argument(help="Rationales dataset B, compared against A.")],
+    teacher: TeacherArg,
+    output: NameOpt = "judgments",
+    by: ByOpt = PairBy.sample,
+    orders: OrdersOpt = Orders.both,
+    problems: ProblemsOpt = None,
+    prompt: Annotated[Optional[Path], typer.Option("--prompt", help="Judge prompt template file.")] = None,
+    no_images: Annotated[bool, typer.Option("--no-images", help="Do not send problem images.")] = False,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Requests in flight.")] = 8,
+    rpm: Annotated[Optional[float], typer.Option("--rpm", help="Requests per minute limit.")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per request.")] = 60.0,
+    max_cost: MaxCostOpt = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare two rationale datasets with a teacher as judge: win / tie / loss of A against B with 95%
+    confidence intervals (bootstrap over pairs). Every pair is judged with A shown first and with B shown
+    first, so a judge that always prefers one position gets 50/50."""
+    from ..judging import run_judge
+    from ..teachers import make_teacher
+
+    s = get_store(store)
+    judge = make_teacher(teacher)
+    engine_options = {"concurrency": concurrency, "rpm": rpm, "timeout": timeout, "max_cost": max_cost}
+    with _progress(as_json) as on_progress:
+        version, summary = run_judge(
+            s, rationales_a, rationales_b, judge, name=output, by=by.value,
+            orders=("ab", "ba") if orders == Orders.both else ("random",), problems_ref=problems,
+            include_images=not no_images, prompt_path=prompt, engine_options=engine_options,
+            on_progress=on_progress,
+        )
+    if as_json:
+        emit_json({"ref": version.ref, "path": str(version.path), "summary": summary,
+                   "pairing": version.manifest.get("pairing")})
+        return
+    render_summary(summary, f"{rationales_a} (A) vs {rationales_b} (B), judged by {teacher}")
+    console().print(published_message(version))
+
+
+def render_summary(summary: dict[str, Any], title: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("", "win (A)", "tie", "loss (B)", "n"):
+        table.add_column(col)
+    s = summary
+    for label, rates, ci, n in (
+        ("all judgments", s["rates"], s["ci95"], s["ok"]),
+        ("consistent pairs", s["consistent_rates"], s["consistent_ci95"], s["consistent_pairs"]),
+    ):
+        cells = [f"{rates[k]:.1%} [{ci[k][0]:.0%}, {ci[k][1]:.0%}]" for k in ("win", "tie", "loss")]
+        table.add_row(label, *cells, str(n))
+    c = console()
+    c.print(table)
+    bias = summary.get("position_a_preferred")
+    c.print(f"failed judgments: {summary['failed']}; first position preferred in "
+            f"{'n/a' if bias is None else f'{bias:.0%}'} of decided judgments; CI: {summary['ci_method']}")
+
+
+class _progress:
+    """A rich progress bar on stderr fed by the engine's on_progress callback (silent with --json)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bar: Any = None
+
+    def __enter__(self) -> Any:
+        if self.quiet:
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("judging"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            console=err_console(), transient=True)
+        self.bar.start()
+        task_id = self.bar.add_task("judge", total=None)
+        return lambda stats: self.bar.update(task_id, completed=stats.done, total=stats.total)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
