@@ -38,7 +38,8 @@ class FlakyTeacher(Teacher):
     async def send(self, request: Request) -> Reply:
         block = extract_data(request.messages[0]["content"][-1]["text"])
         if block is not None and block["question"].startswith("Problem p1:"):
-            return Reply(text="I cannot decide.", data=None, input_tokens=5, output_tokens=3, stop_reason="stop")
+            return Reply(text="I cannot decide.", data=None, input_tokens=5, output_tokens=3,
+                         stop_reason="stop")
         return Reply(text='{"preferred": "tie", "reason": "same"}', data=None, input_tokens=5,
                      output_tokens=3, stop_reason="stop")
 
@@ -118,7 +119,8 @@ def test_table_output_and_errors(store_dir: Path) -> None:
 
 
 def test_pairing_and_bootstrap_interval() -> None:
-    a = [{"problem_id": str(i), "sample_index": s, "rationale_id": f"a{i}{s}"} for i in range(4) for s in (0, 1)]
+    a = [{"problem_id": str(i), "sample_index": s, "rationale_id": f"a{i}{s}"}
+         for i in range(4) for s in (0, 1)]
     b = [{"problem_id": str(i), "sample_index": 1, "rationale_id": f"b{i}"} for i in range(4)]
     items, counts = make_pairs(a, b)
     assert counts["pairs"] == 4 and {i["sample_index"] for i in items} == {1}
