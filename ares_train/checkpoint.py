@@ -1,0 +1,62 @@
+"""The manifest every checkpoint folder carries: `ares-checkpoint.json`.
+
+It names the stage, the base model and its weights fingerprint, the datasets trained on (`name@version` +
+fingerprint), the parameters, and the fingerprint of the resulting weights (the adapter's, with LoRA), so a
+checkpoint can be traced back to what made it and rollouts can be matched to it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+from typing import Any
+
+from ares_data.redact import redact_argv
+
+from . import __version__
+
+MANIFEST = "ares-checkpoint.json"
+
+
+def write_checkpoint_manifest(
+    outdir: str | Path,
+    stage: str,
+    base_model: str,
+    datasets: list[Any],
+    params: dict[str, Any],
+    *,
+    base_fingerprint: str | None = None,
+    weights_fingerprint: str | None = None,
+    extra: dict[str, Any] | None = None,
+    command: list[str] | None = None,
+) -> Path:
+    """Write `outdir/ares-checkpoint.json`; fingerprints are computed from the folders when not given."""
+    import sys
+
+    from .modeling import weights_fingerprint as fingerprint
+
+    out = Path(outdir)
+    manifest = {
+        "stage": stage,
+        "base_model": str(base_model),
+        "base_fingerprint": base_fingerprint or fingerprint(base_model),
+        "datasets": [v.as_parent() for v in datasets],
+        "params": params,
+        "weights_fingerprint": weights_fingerprint or fingerprint(out),
+        "command": redact_argv(command if command is not None else sys.argv),
+        "tool_version": __version__,
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **(extra or {}),
+    }
+    path = out / MANIFEST
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def read_checkpoint_manifest(path: str | Path) -> dict[str, Any] | None:
+    """The manifest of a checkpoint folder, or None when it has none."""
+    f = Path(path) / MANIFEST
+    return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else None
