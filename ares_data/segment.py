@@ -61,6 +61,7 @@ _OPENERS = frozenset(
 _ANSWER_CONTEXT = frozenset("is be was are were option choice answer choose select pick and or not".split())
 _INITIALISM = re.compile(r"(?:[A-Za-z]\.)+[A-Za-z]\Z")
 _LABEL_LINE = re.compile(r"[*_#>\s-]*[\w'()]+(?:\s+[\w'()]+)?\s*:[*_\s]*\Z")
+_LOOKBACK = 80
 _NEXT_WORD = re.compile(r"\s*(\S{1,40})")
 _EQUATION_LINE = re.compile(r"[ \t]*[\w^()]{1,12}[ \t]*=")
 _TERMINAL = ".!?:;\u2026\u3002"
@@ -97,8 +98,9 @@ def _period_ends(text: str, start: int, pos: int, after: int, punct: str) -> boo
         return False
     if punct != ".":
         return True  # "?", "!", "...", "…" followed by a capital, a digit, a quote or a bracket
-    lo = max(text.rfind(" ", start, pos), text.rfind("\n", start, pos), text.rfind("\t", start, pos)) + 1
-    lo = max(lo, start)
+    near = max(start, pos - _LOOKBACK)  # bounded look-back keeps very long sentences linear
+    lo = max(text.rfind(" ", near, pos), text.rfind("\n", near, pos), text.rfind("\t", near, pos)) + 1
+    lo = max(lo, near)
     word = text[lo:pos].lstrip("\"'([{\u201c\u2018*")
     low = word.lower()
     if low in _NEVER_END:
@@ -124,7 +126,7 @@ def _is_initial(text: str, start: int, lo: int, nxt: str) -> bool:
     word = _bare(nxt)
     if not word or not word[0].isupper() or word.lower() in _OPENERS:
         return False
-    prev = text[start:lo].split()
+    prev = text[max(start, lo - _LOOKBACK):lo].split()
     if not prev:
         return False
     p = prev[-1]
@@ -150,7 +152,10 @@ def _newline_ends(text: str, start: int, pos: int, after: int) -> bool:
 
 def _starts_item(text: str, start: int, lo: int) -> bool:
     """Is the number at `lo` a list marker: first on its line or sentence, or after one label word?"""
-    line = text[max(text.rfind("\n", start, lo) + 1, start):lo].split()
+    near = max(start, lo - _LOOKBACK)
+    line = text[max(text.rfind("\n", near, lo) + 1, near):lo].split()
+    if lo - near == _LOOKBACK and "\n" not in text[near:lo]:
+        return False  # the line is long: not a list marker
     return not line or (len(line) == 1 and line[0].isalpha() and line[0][0].isupper())
 
 
