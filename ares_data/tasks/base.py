@@ -33,8 +33,16 @@ PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 DATA_OPEN, DATA_CLOSE = "<ares_task_data>", "</ares_task_data>"
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
 KNOWN_FIELDS = frozenset(
-    {"question", "choices", "context", "answer", "sentences", "n_sentences", "rationale",
-     "reference_rationale"}
+    {
+        "question",
+        "choices",
+        "context",
+        "answer",
+        "sentences",
+        "n_sentences",
+        "rationale",
+        "reference_rationale",
+    }
 )
 
 

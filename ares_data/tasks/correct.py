@@ -43,8 +43,10 @@ class CorrectTask(Task):
         if not corrected:
             raise ValidationError("the corrected rationale is empty")
         sentences = segment(corrected)
-        summary = edit_summary(sentence_texts(rationale) or [s.text for s in segment(rationale["text"])],
-                               [s.text for s in sentences])
+        summary = edit_summary(
+            sentence_texts(rationale) or [s.text for s in segment(rationale["text"])],
+            [s.text for s in sentences],
+        )
         return {
             "original": rationale.get("text") or "",
             "corrected": corrected,
@@ -57,7 +59,10 @@ class CorrectTask(Task):
             "original": rationale.get("text") or "",
             "corrected": "",
             "corrected_sentences": [],
-            "kept": 0, "edited": 0, "added": 0, "removed": 0,
+            "kept": 0,
+            "edited": 0,
+            "added": 0,
+            "removed": 0,
         }
 
 

@@ -33,7 +33,7 @@ class ScoreTask(Task):
         }
 
     def retry_hint(self) -> str:
-        return ': exactly one score between 0.0 and 1.0 for each numbered sentence'
+        return ": exactly one score between 0.0 and 1.0 for each numbered sentence"
 
     def parse(self, reply: Reply, problem: dict, rationale: dict) -> dict:
         sents = sentence_texts(rationale)

@@ -46,6 +46,13 @@ def make_teacher(spec: str, **kwargs: Any) -> Teacher:
 
 
 __all__ = [
-    "REGISTRY", "FatalTeacherError", "Reply", "Request", "RetryableError", "Teacher",
-    "make_teacher", "parse_spec", "teacher_class",
+    "REGISTRY",
+    "FatalTeacherError",
+    "Reply",
+    "Request",
+    "RetryableError",
+    "Teacher",
+    "make_teacher",
+    "parse_spec",
+    "teacher_class",
 ]

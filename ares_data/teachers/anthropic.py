@@ -22,8 +22,9 @@ class AnthropicTeacher(Teacher):
     key_env_var = "ANTHROPIC_API_KEY"
     supports_batch = True
 
-    def __init__(self, model: str, *, base_url: str | None = None, timeout: float = 60.0,
-                 max_retries_in_sdk: int = 0) -> None:
+    def __init__(
+        self, model: str, *, base_url: str | None = None, timeout: float = 60.0, max_retries_in_sdk: int = 0
+    ) -> None:
         super().__init__(model, base_url=base_url, timeout=timeout, max_retries_in_sdk=max_retries_in_sdk)
         key = os.environ.get("ANTHROPIC_API_KEY")
         if not key:
@@ -35,10 +36,11 @@ class AnthropicTeacher(Teacher):
 
     # -- request / reply conversion -------------------------------------------------------------
     def params(self, request: Request) -> dict[str, Any]:
+        """Messages API parameters. `temperature` is not sent: the installed SDK no longer accepts it, so the
+        provider's default sampling applies (it still enters the cache key)."""
         params: dict[str, Any] = {
             "model": self.model,
             "max_tokens": request.max_tokens,
-            "temperature": request.temperature,
             "messages": [
                 {"role": m["role"], "content": [_block(b) for b in m["content"]]} for m in request.messages
             ],
@@ -46,11 +48,13 @@ class AnthropicTeacher(Teacher):
         if request.system:
             params["system"] = request.system
         if request.response_schema is not None:
-            params["tools"] = [{
-                "name": request.schema_name,
-                "description": "Record your answer. Call this tool exactly once with the complete answer.",
-                "input_schema": request.response_schema,
-            }]
+            params["tools"] = [
+                {
+                    "name": request.schema_name,
+                    "description": "Record your answer: call this tool once with the complete answer.",
+                    "input_schema": request.response_schema,
+                }
+            ]
             params["tool_choice"] = {"type": "tool", "name": request.schema_name}
         return params
 
@@ -78,8 +82,9 @@ class AnthropicTeacher(Teacher):
         try:
             return await coro
         except anthropic.APIStatusError as e:
-            raise status_error(self.provider, e.status_code, _message(e), e.response.headers,
-                               self.key_env_var) from None
+            raise status_error(
+                self.provider, e.status_code, _message(e), e.response.headers, self.key_env_var
+            ) from None
         except anthropic.APITimeoutError:
             raise RetryableError(f"anthropic: no reply within {self.timeout:g}s") from None
         except anthropic.APIConnectionError as e:

@@ -99,8 +99,9 @@ _FATAL_HINTS = {
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
 
 
-def status_error(provider: str, status: int, message: str, headers: Mapping[str, str] | None,
-                 key_env_var: str | None) -> Exception:
+def status_error(
+    provider: str, status: int, message: str, headers: Mapping[str, str] | None, key_env_var: str | None
+) -> Exception:
     """One mapping from an HTTP error status to RetryableError / FatalTeacherError."""
     from .base import FatalTeacherError, RetryableError
 

@@ -32,8 +32,9 @@ class OpenAITeacher(Teacher):
     key_env_var = "OPENAI_API_KEY"
     supports_batch = True
 
-    def __init__(self, model: str, *, base_url: str | None = None, timeout: float = 60.0,
-                 max_retries_in_sdk: int = 0) -> None:
+    def __init__(
+        self, model: str, *, base_url: str | None = None, timeout: float = 60.0, max_retries_in_sdk: int = 0
+    ) -> None:
         super().__init__(model, base_url=base_url, timeout=timeout, max_retries_in_sdk=max_retries_in_sdk)
         effective = base_url or os.environ.get("OPENAI_BASE_URL") or ""
         self.is_openai = not effective or (urlparse(effective).hostname or "").endswith("openai.com")
@@ -93,8 +94,9 @@ class OpenAITeacher(Teacher):
         try:
             return await coro
         except openai.APIStatusError as e:
-            raise status_error(self.provider, e.status_code, _message(e), e.response.headers,
-                               self.key_env_var) from None
+            raise status_error(
+                self.provider, e.status_code, _message(e), e.response.headers, self.key_env_var
+            ) from None
         except openai.APITimeoutError:
             raise RetryableError(f"openai: no reply within {self.timeout:g}s") from None
         except openai.APIConnectionError as e:
@@ -110,21 +112,29 @@ class OpenAITeacher(Teacher):
 
     async def submit_batch(self, items: list[tuple[str, Request]]) -> str:
         lines = [
-            json.dumps({"custom_id": cid, "method": "POST", "url": "/v1/chat/completions",
-                        "body": self.params(req)}, ensure_ascii=False)
+            json.dumps(
+                {"custom_id": cid, "method": "POST", "url": "/v1/chat/completions", "body": self.params(req)},
+                ensure_ascii=False,
+            )
             for cid, req in items
         ]
         payload = ("\n".join(lines) + "\n").encode()
         file = await self._call(self.client.files.create(file=("ares-batch.jsonl", payload), purpose="batch"))
-        batch = await self._call(self.client.batches.create(
-            input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"))
+        batch = await self._call(
+            self.client.batches.create(
+                input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+            )
+        )
         return batch.id
 
     async def batch_status(self, batch_id: str) -> dict:
         batch = await self._call(self.client.batches.retrieve(batch_id))
         counts = batch.request_counts.model_dump() if batch.request_counts else {}
-        out = {"state": "ended" if batch.status in ENDED else "in_progress", "counts": counts,
-               "provider_status": batch.status}
+        out = {
+            "state": "ended" if batch.status in ENDED else "in_progress",
+            "counts": counts,
+            "provider_status": batch.status,
+        }
         if batch.errors and batch.errors.data:
             out["errors"] = [f"{e.code}: {e.message}" for e in batch.errors.data]
         return out

@@ -41,7 +41,8 @@ _CUE = re.compile(
 _LETTER = re.compile(r"\((?P<a>[A-Z])\)|\b(?:option|choice|answer is)\s+(?P<b>[A-Z])\b")
 _SETUP = re.compile(
     r"^\s*(let'?s|let us|to (answer|solve|determine|find|decide)|we (need|have) to|first,?|"
-    r"the question (asks|is)|look at|think about|in order to)\b", re.I
+    r"the question (asks|is)|look at|think about|in order to)\b",
+    re.I,
 )
 _NEGATION = re.compile(r"\b(not|no|never|cannot)\b|n't\b", re.I)
 _FINISHED = re.compile(r"[.!?:;][\"')\]]*\s*$")
@@ -99,7 +100,7 @@ class _Problem:
         return gold, wrong
 
     def asserts(self, sentence: str) -> str | None:
-        """"gold" / "wrong" when the sentence states an answer, else None."""
+        """ "gold" / "wrong" when the sentence states an answer, else None."""
         if not _CUE.search(sentence):
             return None
         gold, wrong = self.mentioned(sentence)
@@ -205,8 +206,14 @@ class ReferenceTeacher(Teacher):
         except ValueError as e:
             raise FatalTeacherError(str(e)) from None
         text = json.dumps(obj, ensure_ascii=False)
-        return Reply(text=text, data=obj, input_tokens=len(request.text()) // 4 + 1,
-                     output_tokens=len(text) // 4 + 1, stop_reason="end_turn", extra={"heuristic": True})
+        return Reply(
+            text=text,
+            data=obj,
+            input_tokens=len(request.text()) // 4 + 1,
+            output_tokens=len(text) // 4 + 1,
+            stop_reason="end_turn",
+            extra={"heuristic": True},
+        )
 
     async def send(self, request: Request) -> Reply:
         return self.reply_for(request)
