@@ -2,7 +2,8 @@
 
 Rollout, PPO, SFT and eval all call these, so the policy always sees the same prompt:
 
-- `build_prompt(problem)`: the user-message text (question, context, lettered options, instruction);
+- `build_prompt(problem)`: the user-message text (question, context, lettered options, instruction), the
+  same `format_problem` that `ares-data export` uses;
 - `render_prompt(policy, problem)`: the exact prompt string fed to the tokenizer: the chat template with a
   generation prompt when the tokenizer has one (with an image part for VLMs when the problem has an image),
   otherwise `build_prompt(...) + "\\nAnswer:"`;
@@ -16,24 +17,14 @@ from __future__ import annotations
 import io
 from typing import Any
 
-INSTRUCTION = "Explain your reasoning step by step, then finish with \"So the answer is (X).\""
-
-
-def option_label(i: int) -> str:
-    return chr(ord("A") + i)
+from ares_data.prompting import format_problem
 
 
 def build_prompt(problem: dict[str, Any]) -> str:
-    """The user-message text for a problem (no chat template, no image placeholder)."""
-    lines = [f"Question: {problem.get('question') or ''}".rstrip()]
-    context = (problem.get("context") or "").strip()
-    if context:
-        lines.append(f"Context: {context}")
-    choices = list(problem.get("choices") or [])
-    if choices:
-        lines.append("Options: " + " ".join(f"({option_label(i)}) {c}" for i, c in enumerate(choices)))
-    lines.append(INSTRUCTION)
-    return "\n".join(lines)
+    """The user-message text for a problem (no chat template, no image placeholder).
+
+    This is `ares_data.prompting.format_problem`, so exports for TRL and the trainer share one format."""
+    return format_problem(problem)
 
 
 def problem_image(problem: dict[str, Any]) -> Any | None:
