@@ -20,7 +20,11 @@ from .errors import AresError
 COMMAND_MODULES = [
     "store_cmds",
     "segment_cmd",
+    "teacher_cmds",
+    "ingest_cmds",
     "export_cmds",
+    "stats_cmd",
+    "judge_cmd",
 ]
 
 app = typer.Typer(

@@ -1,0 +1,232 @@
+"""`ares-data ingest scienceqa|aokvqa|jsonl` and `ares-data import-rationales`: data in, datasets out."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ..store import Version
+from .common import (
+    JsonOpt,
+    OutputOpt,
+    StoreOpt,
+    console,
+    emit_json,
+    err_console,
+    get_store,
+    published_message,
+)
+
+app = typer.Typer()
+ingest_app = typer.Typer(
+    help="Turn ScienceQA, A-OKVQA or your own JSONL into a versioned problems dataset.", no_args_is_help=True
+)
+app.add_typer(ingest_app, name="ingest")
+
+SkipOpt = Annotated[
+    bool,
+    typer.Option(
+        "--skip-invalid",
+        help="Skip bad rows and list them (with reasons) in the manifest instead of failing.",
+    ),
+]
+SplitFilterOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--split", help="Only ingest this split (repeat for several), e.g. --split train."),
+]
+PROGRESS_MIN_ROWS = 500  # smaller inputs finish before a bar would be worth drawing
+
+
+@contextlib.contextmanager
+def progress_bar(label: str) -> Iterator[Callable[[int, int | None], None]]:
+    """A progress callback for the library that draws a transient rich bar on stderr for large inputs."""
+    state: dict[str, Any] = {}
+
+    def update(done: int, total: int | None) -> None:
+        if "bar" not in state:
+            state["bar"] = None
+            if total is not None and total >= PROGRESS_MIN_ROWS:
+                from rich.progress import Progress
+
+                bar = Progress(console=err_console(), transient=True)
+                bar.start()
+                state["bar"] = (bar, bar.add_task(label, total=total))
+        if state["bar"] is not None and (done % 64 == 0 or done == total):
+            state["bar"][0].update(state["bar"][1], completed=done)
+
+    try:
+        yield update
+    finally:
+        if state.get("bar") is not None:
+            state["bar"][0].stop()
+
+
+def summary(v: Version) -> dict[str, Any]:
+    """The manifest facts a script needs after publishing."""
+    m = v.manifest
+    return {
+        "ref": v.ref,
+        "name": v.name,
+        "version": m["version"],
+        "kind": v.kind,
+        "path": str(v.path),
+        "rows": m["rows"],
+        "reused": v.reused,
+        "fingerprint": v.fingerprint,
+        "parents": m["parents"],
+        "params": m["params"],
+        "counts": m["counts"],
+        "skipped": m.get("skipped", []),
+    }
+
+
+def report(v: Version, as_json: bool) -> None:
+    if as_json:
+        emit_json(summary(v))
+        return
+    c = console()
+    c.print(published_message(v))
+    counts = {k: n for k, n in v.manifest["counts"].items() if n}
+    if counts:
+        c.print("  " + ", ".join(f"{k}={n}" for k, n in counts.items()))
+    if v.manifest.get("skipped"):
+        c.print(
+            f"  skipped {v.manifest['counts'].get('skipped', 0)} invalid rows; "
+            f"reasons: ares-data show {v.ref}"
+        )
+
+
+def _ingest(
+    source: Any, output: str, store: Path | None, skip_invalid: bool, splits: list[str] | None
+) -> Version:
+    from ..sources import ingest
+
+    with progress_bar(f"ingest {source.source}") as progress:
+        return ingest(
+            get_store(store), output, source, skip_invalid=skip_invalid, splits=splits, progress=progress
+        )
+
+
+@ingest_app.command("scienceqa")
+def ingest_scienceqa(
+    path: Annotated[
+        Path, typer.Argument(help="Official ScienceQA folder (problems.json) or HF parquet files.")
+    ],
+    output: OutputOpt,
+    split: SplitFilterOpt = None,
+    skip_invalid: SkipOpt = False,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ingest ScienceQA (official files or the Hugging Face parquet layout), images included."""
+    from ..sources import open_scienceqa
+
+    report(_ingest(open_scienceqa(path), output, store, skip_invalid, split), as_json)
+
+
+@ingest_app.command("aokvqa")
+def ingest_aokvqa(
+    file: Annotated[Path, typer.Argument(help="A-OKVQA annotation JSON, e.g. aokvqa_v1p0_val.json.")],
+    output: OutputOpt,
+    images: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--images", help="COCO folder holding <split>2017/<image_id:012d>.jpg (omit: no images)."
+        ),
+    ] = None,
+    split: Annotated[
+        Optional[str],
+        typer.Option("--split", help="The file's split (default: from records or the file name)."),
+    ] = None,
+    skip_invalid: SkipOpt = False,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ingest the official A-OKVQA annotations with their COCO images."""
+    from ..sources import AOKVQAFile
+
+    report(_ingest(AOKVQAFile(file, images, split), output, store, skip_invalid, None), as_json)
+
+
+@ingest_app.command("jsonl")
+def ingest_jsonl(
+    file: Annotated[Path, typer.Argument(help="JSON lines, one problem per line.")],
+    output: OutputOpt,
+    mapping: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--map",
+            help="COLUMN=FIELD (repeatable): read a problems column from another field, e.g. "
+            "--map question=q --map answer=label. Columns: problem_id question choices answer "
+            "answer_index context image reference_rationale subject grade split.",
+        ),
+    ] = None,
+    source_name: Annotated[
+        str, typer.Option("--source-name", help="Value of the `source` column.")
+    ] = "jsonl",
+    default_split: Annotated[
+        str, typer.Option("--default-split", help="Split for rows that have none.")
+    ] = "train",
+    images_root: Annotated[
+        Optional[Path],
+        typer.Option("--images-root", help="Folder image paths are relative to (default: the file's)."),
+    ] = None,
+    split: SplitFilterOpt = None,
+    skip_invalid: SkipOpt = False,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ingest your own problems from JSONL with a field mapping."""
+    from ..sources import JsonlFile, parse_mapping
+
+    source = JsonlFile(
+        file,
+        parse_mapping(mapping or []),
+        source_name=source_name,
+        default_split=default_split,
+        images_root=images_root,
+    )
+    report(_ingest(source, output, store, skip_invalid, split), as_json)
+
+
+@app.command("import-rationales")
+def import_rationales_cmd(
+    file: Annotated[
+        Path, typer.Argument(help="JSONL: {problem_id, text, sample_index?, generator?, round?}.")
+    ],
+    problems: Annotated[str, typer.Option("--problems", help="The problems dataset, NAME or NAME@vN.")],
+    output: OutputOpt,
+    drop_repeats: Annotated[
+        bool,
+        typer.Option("--drop-repeats", help="Leave repeated sentences out (listed in dropped_sentences)."),
+    ] = False,
+    generator: Annotated[
+        str, typer.Option("--generator", help="Generator name for lines that have none.")
+    ] = "imported",
+    round_: Annotated[int, typer.Option("--round", help="Round for lines that have none.", min=0)] = 0,
+    skip_invalid: SkipOpt = False,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import model-generated rationales, segmented into sentences with exact offsets."""
+    from ..rationales import import_rationales
+
+    s = get_store(store)
+    parent = s.resolve_kind(problems, "problems")
+    with progress_bar("import rationales") as progress:
+        v = import_rationales(
+            s,
+            output,
+            file,
+            parent,
+            generator=generator,
+            round=round_,
+            drop_repeats=drop_repeats,
+            skip_invalid=skip_invalid,
+            progress=progress,
+        )
+    report(v, as_json)

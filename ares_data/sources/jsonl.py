@@ -1,0 +1,203 @@
+"""Generic JSONL problems with a field mapping, for users' own data.
+
+`mapping` maps a problems column to a field of the input records (`{"question": "q", "answer": "label"}`;
+dotted paths like `meta.grade` reach into objects). Columns not mapped are read from fields of the same
+name when present. `answer` may be a choice index, the choice text or a letter (A, B, ...); without choices
+it is kept as a free-form answer. `image` is a file path relative to the JSONL file (or `images_root`).
+Fields the mapping does not use are kept in `metadata`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError, UsageError
+from .base import ProblemSource, Where, check_choices, count_lines, jsonl_lines, problem_row, read_image
+
+TARGETS = (
+    "problem_id",
+    "question",
+    "choices",
+    "answer",
+    "answer_index",
+    "context",
+    "image",
+    "reference_rationale",
+    "subject",
+    "grade",
+    "split",
+)
+_MISSING = object()
+
+
+def parse_mapping(items: list[str]) -> dict[str, str]:
+    """`["question=q", "answer=label"]` -> {"question": "q", "answer": "label"}; UsageError when malformed."""
+    mapping: dict[str, str] = {}
+    for item in items:
+        target, sep, field = item.partition("=")
+        target, field = target.strip(), field.strip()
+        if not sep or not target or not field:
+            raise UsageError(f"bad --map '{item}'", hint="write --map COLUMN=FIELD, e.g. --map question=q")
+        if target not in TARGETS:
+            raise UsageError(
+                f"--map {item}: unknown column '{target}'", hint=f"columns: {', '.join(TARGETS)}"
+            )
+        mapping[target] = field
+    return mapping
+
+
+def _get(rec: dict[str, Any], path: str) -> Any:
+    cur: Any = rec
+    for part in path.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return _MISSING
+        cur = cur[part]
+    return cur
+
+
+class JsonlFile(ProblemSource):
+    source = "jsonl"
+
+    def __init__(
+        self,
+        path: Path,
+        mapping: dict[str, str] | None = None,
+        *,
+        source_name: str = "jsonl",
+        default_split: str = "train",
+        images_root: Path | None = None,
+    ) -> None:
+        if not path.is_file():
+            raise InputError("file not found", file=str(path))
+        self.path, self.mapping = path, dict(mapping or {})
+        self.source_name, self.default_split = source_name, default_split
+        self.images_root = images_root or path.parent
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path.resolve()),
+            "mapping": self.mapping,
+            "source_name": self.source_name,
+            "default_split": self.default_split,
+            "images_root": str(self.images_root.resolve()),
+        }
+
+    def total(self) -> int:
+        return count_lines(self.path)
+
+    def input_files(self) -> list[Path]:
+        files = [self.path]
+        field = self.mapping.get("image", "image")
+        for _, line in jsonl_lines(self.path):
+            try:
+                value = _get(json.loads(line), field)
+            except (json.JSONDecodeError, TypeError):
+                continue
+            if isinstance(value, str) and value and (self.images_root / value).is_file():
+                files.append(self.images_root / value)
+        return files
+
+    def records(self) -> Iterator[tuple[Where, Any]]:
+        for lineno, line in jsonl_lines(self.path):
+            yield Where(str(self.path), lineno), line
+
+    def _field(self, rec: dict[str, Any], target: str) -> Any:
+        return _get(rec, self.mapping.get(target, target))
+
+    def convert(self, where: Where, raw: Any) -> dict[str, Any]:
+        try:
+            rec = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise InputError(
+                f"malformed JSON line: {exc.msg} (column {exc.colno})", file=where.file, row=where.row
+            ) from exc
+        if not isinstance(rec, dict):
+            raise InputError(
+                f"expected a JSON object, got {type(rec).__name__}", file=where.file, row=where.row
+            )
+        values = {t: self._field(rec, t) for t in TARGETS}
+        strings = {}
+        for t in ("problem_id", "question", "context", "reference_rationale", "subject", "grade", "split"):
+            v = values[t]
+            if v is _MISSING or v is None:
+                if t == "question":
+                    raise InputError(
+                        "missing field", file=where.file, row=where.row, field=self.mapping.get(t, t)
+                    )
+                continue
+            if t in ("problem_id", "grade") and isinstance(v, int) and not isinstance(v, bool):
+                v = str(v)
+            if not isinstance(v, str):
+                raise InputError(
+                    f"expected a string, got {type(v).__name__}",
+                    file=where.file,
+                    row=where.row,
+                    field=self.mapping.get(t, t),
+                )
+            strings[t] = v
+        choices, index, answer = self._answer(values, where)
+        image = self._image(values["image"], where)
+        used = {self.mapping.get(t, t).split(".")[0] for t in TARGETS if values[t] is not _MISSING}
+        return problem_row(
+            problem_id=strings.get("problem_id", f"{self.path.stem}-{where.row}"),
+            source=self.source_name,
+            split=strings.get("split", self.default_split),
+            question=strings["question"],
+            choices=choices,
+            answer_index=index,
+            answer=answer,
+            context=strings.get("context", ""),
+            image=image,
+            reference_rationale=strings.get("reference_rationale", ""),
+            subject=strings.get("subject", ""),
+            grade=strings.get("grade", ""),
+            metadata={k: v for k, v in rec.items() if k not in used},
+        )
+
+    def _answer(self, values: dict[str, Any], where: Where) -> tuple[list[str], int | None, str]:
+        choices = values["choices"]
+        answer = values["answer_index"] if values["answer_index"] is not _MISSING else values["answer"]
+        afield = (
+            self.mapping.get("answer_index", "answer_index")
+            if values["answer_index"] is not _MISSING
+            else self.mapping.get("answer", "answer")
+        )
+        if choices is _MISSING or choices is None:
+            if answer is _MISSING or answer is None:
+                return [], None, ""
+            if not isinstance(answer, str):
+                raise InputError(
+                    "without choices the answer must be text", file=where.file, row=where.row, field=afield
+                )
+            return [], None, answer
+        cfield = self.mapping.get("choices", "choices")
+        if answer is _MISSING or answer is None:
+            raise InputError("missing field", file=where.file, row=where.row, field=afield)
+        if isinstance(answer, str) and isinstance(choices, list):
+            if answer in choices:
+                answer = choices.index(answer)
+            elif len(answer.strip()) == 1 and "A" <= answer.strip() <= "Z":
+                answer = ord(answer.strip().upper()) - ord("A")
+            else:
+                raise InputError(
+                    f"answer {answer!r:.60} is not one of the choices",
+                    file=where.file,
+                    row=where.row,
+                    field=afield,
+                )
+        choices, index = check_choices(choices, answer, where, choices_field=cfield, index_field=afield)
+        return choices, index, choices[index]
+
+    def _image(self, value: Any, where: Where) -> dict[str, Any] | None:
+        if value is _MISSING or value is None or value == "":
+            return None
+        field = self.mapping.get("image", "image")
+        if not isinstance(value, str):
+            raise InputError("expected an image file path", file=where.file, row=where.row, field=field)
+        path = self.images_root / value
+        if not path.is_file():
+            raise InputError(f"image not found: {path}", file=where.file, row=where.row, field=field)
+        return read_image(path, where, field=field)
