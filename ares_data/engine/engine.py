@@ -55,7 +55,7 @@ class Stats:
     ok: int = 0
     failed: int = 0
     cached: int = 0  # rows sharing an earlier row's identical request
-    from_cache: int = 0  # requests answered from the persistent cache (a previous run)
+    from_cache: int = 0  # requests answered from the persistent cache (e.g. by an interrupted run)
     sent: int = 0  # requests answered by the teacher in this run
     attempts: int = 0  # HTTP attempts in this run
     input_tokens: int = 0
@@ -176,7 +176,7 @@ class Engine:
 
     async def _row(self, args: tuple, request: Request, key: str, duplicate: bool, fresh: bool) -> dict:
         ids = self.task.row_ids(*args)
-        first = await self._get(request, key, fresh)
+        first = await self._get(request, key, fresh, not duplicate)
         outs = [first]
         if first.reply is None:
             return self._failed(args, ids, first.error, "", outs, duplicate)
@@ -185,7 +185,7 @@ class Engine:
         except ValidationError as exc:
             error = str(exc)
         retry = self.task.retry_request(request, first.reply, error)
-        second = await self._get(retry, retry.cache_key(self.provider, self.model), fresh)
+        second = await self._get(retry, retry.cache_key(self.provider, self.model), fresh, not duplicate)
         outs.append(second)
         if second.reply is None:
             why = f"invalid reply ({error}); the follow-up request failed: {second.error}"
@@ -231,13 +231,13 @@ class Engine:
             self.on_progress(s)
 
     # ---- requests --------------------------------------------------------------------------------
-    async def _get(self, request: Request, key: str, fresh: bool) -> _Outcome:
+    async def _get(self, request: Request, key: str, fresh: bool, count: bool = True) -> _Outcome:
         task = self._inflight.get(key)
         if task is None:
             if self.cache is not None and not (fresh and key not in self._fresh_done):
                 hit = self.cache.get(key)
                 if hit is not None:
-                    self.stats.from_cache += 1
+                    self.stats.from_cache += count  # duplicate rows are counted as `cached` instead
                     return _Outcome(hit.reply, hit.attempts, batch=hit.batch)
             task = asyncio.ensure_future(self._fetch(request, key))
             self._inflight[key] = task

@@ -1,0 +1,247 @@
+"""`ares-data score`, `ares-data correct` and `ares-data batch status|collect`: teacher feedback datasets."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ..engine import PriceTable, RequestCache, Stats, plan_requests, run_task
+from ..engine.batch import BatchReplies, batch_requests, load_record, save_record, store_results
+from ..engine.engine import Fresh
+from ..engine.inputs import TeacherInputs
+from ..errors import UsageError
+from ..redact import redact_text
+from ..store import Store
+from .common import JsonOpt, StoreOpt, emit_json, get_store
+from .teacher_render import Progress, render_plan, render_summary
+
+app = typer.Typer()
+batch_app = typer.Typer(help="Follow and finish teacher requests submitted with --batch.",
+                        no_args_is_help=True)
+app.add_typer(batch_app, name="batch")
+
+RatArg = Annotated[Optional[str], typer.Argument(help="Rationales dataset NAME[@vN] (its parent problems "
+                                                 "dataset supplies question, choices, hint, answer, image).")]
+TeacherOpt = Annotated[str, typer.Option("--teacher", help="anthropic:MODEL, openai:MODEL or reference "
+                                         "(offline heuristic, no key).")]
+OutOpt = Annotated[Optional[str], typer.Option("-o", "--output", help="Output dataset name "
+                                               "(default <rationales>-scores / -corrections).")]
+PromptOpt = Annotated[Optional[Path], typer.Option("--prompt", help="Prompt template file (default: the "
+                                                   "paper's prompt shipped with ares_data).")]
+NoImagesOpt = Annotated[bool, typer.Option("--no-images", help="Do not send problem images.")]
+BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="API base URL (e.g. a vLLM/Ollama "
+                                                   "OpenAI-compatible server); default: the SDK's.")]
+ConcOpt = Annotated[int, typer.Option("--concurrency", min=1, help="Requests in flight at once.")]
+RpmOpt = Annotated[Optional[float], typer.Option("--rpm", min=0.001, help="Client-side requests/min limit.")]
+TpmOpt = Annotated[Optional[float], typer.Option("--tpm", min=1, help="Client-side tokens/min limit.")]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", min=0.01, help="Seconds per request attempt.")]
+AttemptsOpt = Annotated[int, typer.Option("--max-attempts", min=1, help="HTTP attempts per request.")]
+MaxCostOpt = Annotated[Optional[float], typer.Option(
+    "--max-cost", min=0.0, help="Stop sending once this run would spend more USD; rerun to resume.")]
+PricesOpt = Annotated[Optional[Path], typer.Option("--prices", help='JSON {"MODEL": {"input": USD_PER_M, '
+                                                   '"output": USD_PER_M}} overriding the price table.')]
+DryOpt = Annotated[bool, typer.Option("--dry-run", help="Print requests, estimated tokens and cost; "
+                                      "send nothing.")]
+BatchOpt = Annotated[bool, typer.Option("--batch", help="Submit through the provider's batch API (half "
+                                        "price); finish with `ares-data batch collect ID`.")]
+RetryOpt = Annotated[Optional[str], typer.Option("--retry-failed", help="OUTPUT@vN: re-request only its "
+                                                 "failed rows into a new version (ok rows copied).")]
+
+
+@app.command("score")
+def score_cmd(teacher: TeacherOpt, rationales: RatArg = None, output: OutOpt = None,
+              prompt: PromptOpt = None, no_images: NoImagesOpt = False, base_url: BaseUrlOpt = None,
+              concurrency: ConcOpt = 16, rpm: RpmOpt = None, tpm: TpmOpt = None, timeout: TimeoutOpt = 60.0,
+              max_attempts: AttemptsOpt = 5, max_cost: MaxCostOpt = None, prices: PricesOpt = None,
+              dry_run: DryOpt = False, batch: BatchOpt = False, retry_failed: RetryOpt = None,
+              store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """Score every sentence of every rationale in [0, 1] with a teacher -> a scores dataset.
+
+    Rows stay aligned with the rationales (one row each, same order); a reply that cannot be validated is
+    retried once stating the error, then kept as status=failed with the reason and the raw reply.
+    Answered requests are cached in <store>/.cache/teacher: an interrupted run resumes for free."""
+    _teacher_command("score", **locals())
+
+
+@app.command("correct")
+def correct_cmd(teacher: TeacherOpt, rationales: RatArg = None, output: OutOpt = None,
+                prompt: PromptOpt = None, no_images: NoImagesOpt = False, base_url: BaseUrlOpt = None,
+                concurrency: ConcOpt = 16, rpm: RpmOpt = None, tpm: TpmOpt = None,
+                timeout: TimeoutOpt = 60.0, max_attempts: AttemptsOpt = 5, max_cost: MaxCostOpt = None,
+                prices: PricesOpt = None, dry_run: DryOpt = False, batch: BatchOpt = False,
+                retry_failed: RetryOpt = None, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """Have a teacher correct every rationale -> a corrections dataset (segmented, with an edit summary).
+
+    Same engine, cache, cost control and resume as `score`."""
+    _teacher_command("correct", **locals())
+
+
+def _make_task(task_name: str, prompt: Path | None, images: bool) -> Any:
+    from ..tasks import TASKS
+
+    return TASKS[task_name](prompt_path=prompt, include_images=images)
+
+
+def _make_teacher(spec: str, base_url: str | None, timeout: float) -> Any:
+    from ..teachers import make_teacher
+
+    return make_teacher(spec, base_url=base_url, timeout=timeout)
+
+
+def _teacher_command(task_name: str, *, rationales: str | None, teacher: str, output: str | None,
+                     prompt: Path | None, no_images: bool, base_url: str | None, dry_run: bool, batch: bool,
+                     retry_failed: str | None, store: Path | None, as_json: bool, prices: Path | None,
+                     **engine: Any) -> None:
+    s = get_store(store)
+    task = _make_task(task_name, prompt, not no_images)
+    inputs = TeacherInputs.resolve(s, rationales, retry_failed, task.kind)
+    default = inputs.retry_from.name if inputs.retry_from else f"{inputs.rationales.name}-{task.kind}"
+    name = output or default
+    pricing = PriceTable.load(prices)
+    if dry_run:
+        from ..teachers import parse_spec, teacher_class
+
+        provider, model = parse_spec(teacher)
+        model = model or teacher_class(provider).default_model or ""
+        with RequestCache.for_store(s.root) as cache:
+            plan = plan_requests(provider, model, task, inputs.items(), cache=cache, pricing=pricing,
+                                 batch=batch)
+        plan.update(teacher=teacher, output=name, sent=0)
+        emit_json(plan) if as_json else render_plan(plan)
+        return
+    live = _make_teacher(teacher, base_url, engine["timeout"])
+    run = RunSpec(s, task_name, task, inputs, name, live, base_url, prompt, pricing, engine, as_json)
+    asyncio.run(run.submit() if batch else run.execute(inputs.items()))
+
+
+class RunSpec:
+    """Everything one score/correct run needs, so `batch collect` can rebuild it from a record."""
+
+    def __init__(self, store: Store, task_name: str, task: Any, inputs: TeacherInputs, name: str,
+                 teacher: Any, base_url: str | None, prompt: Path | None, pricing: PriceTable,
+                 engine: dict[str, Any], as_json: bool) -> None:
+        self.store, self.task_name, self.task, self.inputs, self.name = store, task_name, task, inputs, name
+        self.teacher, self.base_url, self.prompt, self.pricing = teacher, base_url, prompt, pricing
+        self.engine, self.as_json = engine, as_json
+
+    def params(self) -> dict[str, Any]:
+        return {"teacher": self.teacher.spec, "task": self.task_name, "prompt_sha": self.task.prompt_sha,
+                "images": self.task.include_images,
+                "retry_failed": self.inputs.retry_from.ref if self.inputs.retry_from else None}
+
+    async def execute(self, items: Any, *, send_as: Any = None, extra: dict[str, Any] | None = None) -> None:
+        parents = [self.inputs.rationales] + ([self.inputs.retry_from] if self.inputs.retry_from else [])
+        stats = Stats(total=len(self.inputs))
+        warning = self.pricing.warning(self.teacher.provider, self.teacher.model)
+        manifest_extra: dict[str, Any] = {
+            "teacher": self.teacher.spec, "prompt_sha": self.task.prompt_sha,
+            "base_url": redact_text(self.base_url) if self.base_url else None,
+            "engine": {k: v for k, v in self.engine.items()}, "warnings": [warning] if warning else [],
+            **(extra or {}),
+        }
+        try:
+            with RequestCache.for_store(self.store.root) as cache, Progress(self.task.kind, stats) as bar, \
+                    self.store.writer(self.name, self.task.kind, parents=parents, params=self.params(),
+                                      extra=manifest_extra) as w:
+                async for row in run_task(send_as or self.teacher, self.task, items, cache=cache,
+                                          pricing=self.pricing, on_progress=bar.update, stats=stats,
+                                          **self.engine):
+                    w.write(row)
+                for key in ("ok", "failed", "cached", "from_cache", "sent", "attempts"):
+                    w.count(key, getattr(stats, key))
+                # the writer publishes after this block and reads `extra` then, so the totals land in it
+                manifest_extra["usage"] = {k: stats.as_dict()[k] for k in (
+                    "input_tokens", "output_tokens", "cost_usd", "spent_usd", "elapsed_s")}
+                manifest_extra["cost_usd"] = round(stats.cost_usd, 8)
+        finally:
+            await self.teacher.aclose()
+        render_summary(w.result, stats, manifest_extra["warnings"], self.as_json)
+
+    async def submit(self) -> None:
+        with RequestCache.for_store(self.store.root) as cache:
+            requests, mapping = batch_requests(self.teacher, self.task, self.inputs.items(), cache)
+        if not requests:  # everything is cached already: finish now
+            await self.execute(self.inputs.items())
+            return
+        try:
+            batch_id = await self.teacher.submit_batch(requests)
+        finally:
+            await self.teacher.aclose()
+        record = {
+            "task": self.task_name, "teacher": self.teacher.spec, "base_url": self.base_url,
+            "prompt": str(self.prompt.resolve()) if self.prompt else None, "prompt_sha": self.task.prompt_sha,
+            "images": self.task.include_images, "rationales": self.inputs.rationales.ref,
+            "retry_failed": self.inputs.retry_from.ref if self.inputs.retry_from else None,
+            "output": self.name, "engine": self.engine, "requests": len(requests), "custom_ids": mapping,
+        }
+        path = save_record(self.store.root, batch_id, record)
+        out = {"batch_id": batch_id, "requests": len(requests), "record": str(path),
+               "next": f"ares-data batch status {batch_id}; then ares-data batch collect {batch_id}"}
+        if self.as_json:
+            emit_json(out)
+        else:
+            from .common import console
+
+            console().print(f"submitted batch [bold]{batch_id}[/bold] ({len(requests)} requests); "
+                            f"record {path}\nnext: {out['next']}")
+
+
+@batch_app.command("status")
+def batch_status_cmd(batch_id: Annotated[str, typer.Argument(help="Batch id printed by --batch.")],
+                     store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """Show the provider's progress of a submitted batch."""
+    s = get_store(store)
+    record = load_record(s.root, batch_id)
+    teacher = _make_teacher(record["teacher"], record.get("base_url"), 60.0)
+
+    async def go() -> dict:
+        try:
+            return await teacher.batch_status(batch_id)
+        finally:
+            await teacher.aclose()
+
+    status = asyncio.run(go())
+    out = {"batch_id": batch_id, "teacher": record["teacher"], "output": record["output"],
+           "requests": record["requests"], **status}
+    if as_json:
+        emit_json(out)
+    else:
+        from .common import console
+
+        console().print(f"{batch_id}: {status['state']} {status.get('counts', {})} "
+                        f"({record['requests']} requests for {record['output']})")
+
+
+@batch_app.command("collect")
+def batch_collect_cmd(batch_id: Annotated[str, typer.Argument(help="Batch id printed by --batch.")],
+                      output: OutOpt = None, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """Fetch a finished batch's results and publish the dataset (failed requests become failed rows)."""
+    s = get_store(store)
+    rec = load_record(s.root, batch_id)
+    task = _make_task(rec["task"], Path(rec["prompt"]) if rec.get("prompt") else None, rec["images"])
+    if task.prompt_sha != rec["prompt_sha"]:
+        raise UsageError(f"the prompt template changed since batch {batch_id} was submitted",
+                         hint=f"restore {rec.get('prompt') or 'the default prompt'} or submit a new batch")
+    inputs = TeacherInputs.resolve(s, rec["rationales"], rec.get("retry_failed"), task.kind)
+    teacher = _make_teacher(rec["teacher"], rec.get("base_url"), rec["engine"]["timeout"])
+    run = RunSpec(s, rec["task"], task, inputs, output or rec["output"], teacher, rec.get("base_url"),
+                  None, PriceTable(), rec["engine"], as_json)
+    asyncio.run(_collect(run, batch_id, rec))
+
+
+async def _collect(run: RunSpec, batch_id: str, rec: dict[str, Any]) -> None:
+    status = await run.teacher.batch_status(batch_id)
+    if status["state"] != "ended":
+        await run.teacher.aclose()
+        raise UsageError(f"batch {batch_id} is still {status.get('provider_status') or status['state']} "
+                         f"({status.get('counts', {})})", hint=f"check again with `ares-data batch status "
+                         f"{batch_id}`; collect once it has ended")
+    results = await run.teacher.batch_results(batch_id)
+    with RequestCache.for_store(run.store.root) as cache:
+        errors = store_results(results, rec["custom_ids"], cache)
+    items = (it.args if isinstance(it, Fresh) else it for it in run.inputs.items())
+    await run.execute(items, send_as=BatchReplies(run.teacher, errors),
+                      extra={"batch": {"id": batch_id, "errored": len(errors)}})
