@@ -19,7 +19,7 @@ from .http import HttpRequest, HttpResponse
 if TYPE_CHECKING:
     from .teacher_server import FakeTeacher
 
-_FAILING = {"429", "529", "500", "400", "401", "403", "404", "hang", "drop", "truncate"}
+_FAILING = {"429", "529", "500", "400", "401", "403", "404", "hang", "drop", "truncate", "badjson"}
 
 
 @dataclass

@@ -8,8 +8,8 @@ OpenAI SDK: base_url http://127.0.0.1:P/v1 (POST /chat/completions, /files, /bat
 
 Faults (`--faults`, drawn at `--fault-rate`, or queued with `enqueue`): 429 (with retry-after),
 529 (overloaded), 500, 400/401/403/404, hang (no reply for `hang_s`), drop (connection closed),
-truncate (half a body), malformed (unparseable reply content), wronglen (one score missing /
-a cut-off correction).
+truncate (half a body), badjson (a 200 whose body is not JSON), malformed (unparseable reply
+content), wronglen (one score missing / a cut-off correction).
 Control endpoints: GET /_fake/stats, POST /_fake/config, POST /_fake/reset. API keys are checked for presence
 only and never stored.
 """
@@ -36,7 +36,7 @@ from .fake_bodies import anthropic_error, anthropic_message, compute_answer, ope
 from .http import HttpRequest, HttpResponse, HttpServer
 
 STATUS_FAULTS = {"429": 429, "529": 529, "500": 500, "400": 400, "401": 401, "403": 403, "404": 404}
-ALL_FAULTS = frozenset({*STATUS_FAULTS, "hang", "drop", "truncate", "malformed", "wronglen"})
+ALL_FAULTS = frozenset({*STATUS_FAULTS, "hang", "drop", "truncate", "badjson", "malformed", "wronglen"})
 DEFAULT_RATE_FAULTS = ("429", "529", "500", "hang", "malformed", "wronglen")
 
 
@@ -186,6 +186,8 @@ class FakeTeacher:
             return self._error(provider, status, f"injected fault {fault}", retry)
         if fault == "drop":
             return HttpResponse(action="drop")
+        if fault == "badjson":  # a 200 whose body is not JSON at all
+            return HttpResponse(200, b'{"id": "broken', headers=self._limit_headers(provider))
         payload = self.reply_body(provider, body, fault)
         self.stats.answered_by_hash[key] = self.stats.answered_by_hash.get(key, 0) + 1
         resp = self._json(payload, 200, self._limit_headers(provider))
