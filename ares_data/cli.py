@@ -72,10 +72,13 @@ def run_app(typer_app: typer.Typer, argv: list[str] | None = None, prog: str | N
     except Exception as exc:  # click's own usage errors come through here in non-standalone mode
         import click
 
-        if isinstance(exc, click.exceptions.ClickException):
+        # typer >= 0.20 vendors its own click (typer._click): catch usage errors from both
+        vendored = sys.modules.get("typer._click.exceptions")
+        usage_errors = (click.exceptions.ClickException, *((vendored.ClickException,) if vendored else ()))
+        if isinstance(exc, usage_errors):
             exc.show()
             return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
+        if isinstance(exc, (click.exceptions.Abort, typer.Abort)):
             sys.stderr.write("Aborted.\n")
             return 1
         if os.environ.get("ARES_DEBUG"):
