@@ -13,7 +13,9 @@ import typer
 from ares_data.cli import run_app
 
 # Command modules under ares_train/commands/, in --help order. Add a module here to add commands.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = [
+    "eval_cmd",
+]
 
 app = typer.Typer(
     name="ares-train",

@@ -8,7 +8,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .common import JsonOpt, StoreOpt, console, emit_json, err_console, get_store, published_message
+from .common import JsonOpt, StoreOpt, console, emit_json, get_store, published_message
+from .progress import ProgressBar
 
 app = typer.Typer()
 
@@ -63,7 +64,8 @@ def judge_cmd(
     s = get_store(store)
     judge = make_teacher(teacher)
     engine_options = {"concurrency": concurrency, "rpm": rpm, "timeout": timeout, "max_cost": max_cost}
-    with _progress(as_json) as on_progress:
+    with ProgressBar("judging", quiet=as_json) as update:
+        on_progress = (lambda stats: update(stats.done, stats.total)) if update else None
         version, summary = run_judge(
             s, rationales_a, rationales_b, judge, name=output, by=by.value,
             orders=("ab", "ba") if orders == Orders.both else ("random",), problems_ref=problems,
@@ -96,26 +98,3 @@ def render_summary(summary: dict[str, Any], title: str) -> None:
     bias = summary.get("position_a_preferred")
     c.print(f"failed judgments: {summary['failed']}; first position preferred in "
             f"{'n/a' if bias is None else f'{bias:.0%}'} of decided judgments; CI: {summary['ci_method']}")
-
-
-class _progress:
-    """A rich progress bar on stderr fed by the engine's on_progress callback (silent with --json)."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self.bar: Any = None
-
-    def __enter__(self) -> Any:
-        if self.quiet:
-            return None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(TextColumn("judging"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            console=err_console(), transient=True)
-        self.bar.start()
-        task_id = self.bar.add_task("judge", total=None)
-        return lambda stats: self.bar.update(task_id, completed=stats.done, total=stats.total)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
