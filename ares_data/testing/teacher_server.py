@@ -22,6 +22,8 @@ import contextlib
 import hashlib
 import json
 import random
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -265,9 +267,15 @@ class ServerHandle:
 
 
 @contextlib.contextmanager
-def serve(port: int = 0, **options: Any) -> Iterator[ServerHandle]:
-    """Run a fake teacher server on a background thread with its own event loop; yields its handle."""
-    fake = FakeTeacher(Options(**options))
+def serve(port: int = 0, *, process: bool = False, **options: Any) -> Iterator[ServerHandle]:
+    """Run a fake teacher server and yield its handle: on a background thread with its own event loop, or
+    with `process=True` in a child process (so a benchmark's client does not share the GIL with it)."""
+    opts = Options(**options)
+    if process:
+        with _serve_process(port, opts) as handle:
+            yield handle
+        return
+    fake = FakeTeacher(opts)
     loop = asyncio.new_event_loop()
     server = HttpServer(fake.handle, port=port)
     started = threading.Event()
@@ -291,6 +299,32 @@ def serve(port: int = 0, **options: Any) -> Iterator[ServerHandle]:
         loop.close()
 
 
+@contextlib.contextmanager
+def _serve_process(port: int, opts: Options) -> Iterator[ServerHandle]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "ares_data.testing.teacher_server",
+        "--port",
+        str(port),
+        "--options-json",
+        json.dumps(asdict(opts)),
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        if "listening on" not in line:
+            raise RuntimeError(f"the fake teacher server did not start: {line!r}")
+        yield ServerHandle(int(line.rsplit(":", 1)[1]))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
         prog="python -m ares_data.testing.teacher_server",
@@ -307,16 +341,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--hang-s", type=float, default=30.0)
     p.add_argument("--rpm-limit", type=int, default=None)
     p.add_argument("--plain-text", action="store_true", help="ignore tools/json_schema, answer in prose")
+    p.add_argument("--options-json", default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
-    opts = Options(
-        latency_ms=a.latency_ms,
-        fault_rate=a.fault_rate,
-        seed=a.seed,
-        retry_after=a.retry_after,
-        faults=tuple(f for f in a.faults.split(",") if f),
-        hang_s=a.hang_s,
-        rpm_limit=a.rpm_limit,
-        plain_text=a.plain_text,
+    opts = (
+        Options(**json.loads(a.options_json))
+        if a.options_json
+        else Options(
+            latency_ms=a.latency_ms,
+            fault_rate=a.fault_rate,
+            seed=a.seed,
+            retry_after=a.retry_after,
+            faults=tuple(f for f in a.faults.split(",") if f),
+            hang_s=a.hang_s,
+            rpm_limit=a.rpm_limit,
+            plain_text=a.plain_text,
+        )
     )
 
     async def run() -> None:
