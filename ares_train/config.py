@@ -183,3 +183,11 @@ def load_config(
 def params_json(cfg: BaseConfig, *, drop: tuple[str, ...] = ()) -> str:
     """Canonical JSON of a config (for manifests and reuse keys)."""
     return json.dumps({k: v for k, v in cfg.to_dict().items() if k not in drop}, sort_keys=True)
+
+
+def build_config(
+    cls: type[C], file: Path | None, overrides: dict[str, Any], *, section: str | None = None
+) -> tuple[C, list[str]]:
+    """`load_config` + `validate()`: the config and its warnings (the CLI prints them as 'Warning: ...')."""
+    cfg = load_config(cls, file, overrides, section=section)
+    return cfg, cfg.validate()

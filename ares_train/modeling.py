@@ -82,6 +82,9 @@ def load_policy(
         AutoTokenizer,
     )
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # library code draws nothing; the CLI renders its own progress
     path = str(path)
     adapter = is_adapter_dir(path)
     base = _adapter_base(path) if adapter else path
