@@ -73,26 +73,38 @@ def _norm(s: str) -> str:
 def edit_summary(original: list[str], corrected: list[str]) -> dict[str, int]:
     """Count sentences kept / edited / added / removed between two segmented rationales (difflib).
 
-    Unchanged sentences (whitespace-normalised) are kept; inside a replaced block, sentences are paired in
-    order and a pair at least EDITED_MIN_SIMILARITY similar counts as one edit, otherwise as one removal plus
-    one addition; unpaired sentences are added or removed."""
+    Unchanged sentences (whitespace-normalised) are kept. Inside a replaced block, the most similar
+    original/corrected pairs are matched first; a pair at least EDITED_MIN_SIMILARITY similar counts as one
+    edit. Unmatched original sentences are removed, unmatched corrected ones added."""
     a, b = [_norm(s) for s in original], [_norm(s) for s in corrected]
     counts = {"kept": 0, "edited": 0, "added": 0, "removed": 0}
     for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
         if op == "equal":
             counts["kept"] += i2 - i1
-        elif op == "delete":
-            counts["removed"] += i2 - i1
-        elif op == "insert":
-            counts["added"] += j2 - j1
-        else:
-            for x, y in zip(a[i1:i2], b[j1:j2], strict=False):
-                if difflib.SequenceMatcher(None, x, y).ratio() >= EDITED_MIN_SIMILARITY:
-                    counts["edited"] += 1
-                else:
-                    counts["removed"] += 1
-                    counts["added"] += 1
-            paired = min(i2 - i1, j2 - j1)
-            counts["removed"] += (i2 - i1) - paired
-            counts["added"] += (j2 - j1) - paired
+            continue
+        edited = _match_edits(a[i1:i2], b[j1:j2])
+        counts["edited"] += edited
+        counts["removed"] += (i2 - i1) - edited
+        counts["added"] += (j2 - j1) - edited
     return counts
+
+
+def _match_edits(old: list[str], new: list[str]) -> int:
+    """Greedy best-first matching of similar sentence pairs; returns the number of pairs matched."""
+    pairs = sorted(
+        (
+            (difflib.SequenceMatcher(None, x, y).ratio(), i, j)
+            for i, x in enumerate(old)
+            for j, y in enumerate(new)
+        ),
+        reverse=True,
+    )
+    used_old: set[int] = set()
+    used_new: set[int] = set()
+    for ratio, i, j in pairs:
+        if ratio < EDITED_MIN_SIMILARITY:
+            break
+        if i not in used_old and j not in used_new:
+            used_old.add(i)
+            used_new.add(j)
+    return len(used_old)

@@ -219,6 +219,7 @@ class FakeTeacher:
             return self._json(asdict(self.stats))
         if path == "/_fake/reset":
             self.stats, self._recent, self._seen = Stats(), deque(maxlen=20), Counter()
+            self._window.clear()
             self.queue.clear()
             return self._json({"ok": True})
         if path == "/_fake/config" and req.method == "POST":
