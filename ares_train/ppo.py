@@ -250,6 +250,7 @@ class SentencePPOTrainer(PPOTrainer):
         self.total_steps = self._planned_steps(args.num_ppo_epochs)
         args.gradient_accumulation_steps, args.num_mini_batches = 1, 1  # we accumulate by hand below
         args.total_episodes = self.total_steps * args.per_device_train_batch_size * world
+        self.eos_token_id = model.generation_config.eos_token_id  # TRL resets it when no stop token is set
         super().__init__(
             args=args,
             processing_class=processing_class,

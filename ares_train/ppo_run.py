@@ -169,10 +169,10 @@ def ppo_config(cfg: PPORunConfig, outdir: Path) -> Any:
     )
 
 
-def run_ppo(
+def build_trainer(
     cfg: PPORunConfig, store: Store | None = None, on_step: Callable[[int, int], None] | None = None
-) -> PPOResult:
-    """Train and save; see the module doc. `on_step(step, total)` reports optimizer steps."""
+) -> tuple[Any, Any, Any, list[Any]]:
+    """Load models + rollouts and set up the trainer -> (trainer, policy, rollouts, [rationales, scores])."""
     from .deps import require_train_extra
 
     require_train_extra()
@@ -203,9 +203,6 @@ def run_ppo(
     if cfg.gradient_checkpointing:
         policy.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     outdir.mkdir(parents=True, exist_ok=True)
-    resume = outdir / "checkpoint"
-    resumed = (resume / "progress.json").is_file()
-    eos = policy.model.generation_config.eos_token_id
     pad_id = policy.tokenizer.pad_token_id
 
     def collate_fn(rows: list[Any], device: Any) -> Any:
@@ -226,10 +223,22 @@ def run_ppo(
         log_path=outdir / LOG_FILE,
         on_step=on_step,
     )
+    return trainer, policy, data, [rationales, scores]
+
+
+def run_ppo(
+    cfg: PPORunConfig, store: Store | None = None, on_step: Callable[[int, int], None] | None = None
+) -> PPOResult:
+    """Train and save; see the module doc. `on_step(step, total)` reports optimizer steps."""
+    trainer, policy, data, datasets = build_trainer(cfg, store, on_step)
+    eos = trainer.eos_token_id
+    outdir = Path(cfg.output_dir)
+    resume = outdir / "checkpoint"
+    resumed = (resume / "progress.json").is_file()
     if not resumed and (outdir / LOG_FILE).exists():
         (outdir / LOG_FILE).unlink()
     history = trainer.train(resume_from=resume if resumed else None)
-    manifest = _save(cfg, trainer, policy, eos, outdir, [rationales, scores], data.counts, history)
+    manifest = _save(cfg, trainer, policy, eos, outdir, datasets, data.counts, history)
     shutil.rmtree(resume, ignore_errors=True)
     return PPOResult(outdir, history, dict(data.counts), resumed, manifest)
 
@@ -257,7 +266,7 @@ def _save(
             save_merged(model, policy.processing, outdir / "merged")
     params = {k: v for k, v in cfg.to_dict().items() if k not in ("output_dir",)}
     extra = {"counts": dict(counts), "final_metrics": history[-1] if history else {}}
-    return write_checkpoint_manifest(outdir, "ppo", policy.base_path, datasets, params, extra=extra)
+    return write_checkpoint_manifest(outdir, "ppo", cfg.model, datasets, params, extra=extra)
 
 
 def read_log(outdir: str | Path) -> list[dict[str, Any]]:

@@ -1,0 +1,85 @@
+"""`ares-train ppo`: PPO with sentence-level teacher rewards on a rationales + scores dataset pair."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from ares_data.commands.common import JsonOpt, StoreOpt, emit_json, err_console, get_store
+
+from ..ppo_run import PPORunConfig
+from .train_common import ConfigOpt, config_option, print_warnings, progress_bar
+
+app = typer.Typer()
+
+
+def _o(name: str, *decls: str) -> typer.models.OptionInfo:
+    return config_option(PPORunConfig, name, *decls)
+
+
+@app.command("ppo")
+def ppo_cmd(
+    model: Annotated[Optional[str], _o("model")] = None,
+    rationales: Annotated[Optional[str], _o("rationales")] = None,
+    scores: Annotated[Optional[str], _o("scores")] = None,
+    output_dir: Annotated[Optional[str], _o("output_dir", "-o", "--output-dir")] = None,
+    ref_model: Annotated[Optional[str], _o("ref_model")] = None,
+    value_model: Annotated[Optional[str], _o("value_model")] = None,
+    kl_coef: Annotated[Optional[float], _o("kl_coef")] = None,
+    neutral_score: Annotated[Optional[float], _o("neutral_score")] = None,
+    ppo_epochs: Annotated[Optional[int], _o("ppo_epochs")] = None,
+    mini_batch_size: Annotated[Optional[int], _o("mini_batch_size")] = None,
+    micro_batch_size: Annotated[Optional[int], _o("micro_batch_size")] = None,
+    buffer_size: Annotated[Optional[int], _o("buffer_size")] = None,
+    lr: Annotated[Optional[float], _o("lr")] = None,
+    lora_r: Annotated[Optional[int], _o("lora_r")] = None,
+    lora_alpha: Annotated[Optional[int], _o("lora_alpha")] = None,
+    lora_dropout: Annotated[Optional[float], _o("lora_dropout")] = None,
+    lora_target_modules: Annotated[Optional[str], _o("lora_target_modules")] = None,
+    merge: Annotated[Optional[bool], _o("merge", "--merge/--no-merge")] = None,
+    allow_off_policy: Annotated[Optional[bool], _o("allow_off_policy", "--allow-off-policy")] = None,
+    report_to: Annotated[Optional[str], _o("report_to")] = None,
+    seed: Annotated[Optional[int], _o("seed")] = None,
+    dtype: Annotated[Optional[str], _o("dtype")] = None,
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train --model with PPO on its own rollouts (--rationales) rewarded at each sentence end by the
+    teacher's sentence scores (--scores): reward = score - neutral_score on the token holding the sentence's
+    last character, minus kl_coef * KL to the reference on every token. Writes the policy (or LoRA adapter),
+    ares-checkpoint.json and ppo_log.jsonl to -o OUTDIR; an interrupted run resumes when started again.
+    Multi-GPU: accelerate launch -m ares_train.cli ppo ... (see ares_train/configs)."""
+    overrides = {k: v for k, v in locals().items() if k not in ("config", "store", "as_json")}
+    from ..deps import require_train_extra
+
+    require_train_extra()
+    from ..config import build_config
+    from ..ppo_run import run_ppo
+
+    cfg, warnings = build_config(PPORunConfig, config, overrides, section="ppo")
+    print_warnings(warnings)
+    with progress_bar("ppo", enabled=not as_json) as progress:
+        result = run_ppo(cfg, get_store(store), on_step=progress)
+    last = result.history[-1] if result.history else {}
+    summary = {
+        "output_dir": str(result.output_dir),
+        "manifest": str(result.manifest),
+        "counts": result.counts,
+        "resumed": result.resumed,
+        "steps": last.get("step"),
+        "final": last,
+    }
+    if as_json:
+        emit_json(summary)
+        return
+    c = result.counts
+    err_console().print(
+        f"saved {result.output_dir} after {summary['steps']} PPO steps on {c.get('used', 0)} rollouts "
+        f"({c.get('scores_failed', 0)} with failed scores and {c.get('no_score', 0)} unscored left out); "
+        f"loss {last.get('loss/total', float('nan')):.4f}, "
+        f"sentence reward {last.get('reward/sentence', 0):.4f}, "
+        f"KL {last.get('objective/kl_current', 0):.4f}",
+        highlight=False,
+    )
