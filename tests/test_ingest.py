@@ -368,3 +368,33 @@ def test_bad_map_is_a_usage_error(tmp_path: Path, store_dir: Path) -> None:
     f.write_text('{"q": "x"}\n')
     r = data(["ingest", "jsonl", f, "-o", "x", "--map", "questoin=q"])
     assert r.exit_code == 2 and "unknown column 'questoin'" in r.stderr
+
+
+def test_plain_pyarrow_parquet_and_corrupt_parquet(tmp_path: Path, store_dir: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    png = (SAMPLE_DIR / "images" / "train" / "1" / "image.png").read_bytes()
+    rows = [
+        {k: SAMPLE_PROBLEMS[pid][k] for k in ("question", "choices", "answer", "hint", "lecture", "solution")}
+        | {"image": {"bytes": png, "path": "a.png"} if pid == "1" else None}
+        for pid in ("1", "2")
+    ]
+    folder = tmp_path / "pq"
+    folder.mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), folder / "test-00000-of-00001.parquet")  # no HF metadata
+    out = _ok(["ingest", "scienceqa", folder, "-o", "plain"])
+    assert out["rows"] == 2 and out["counts"]["with_image"] == 1
+    assert load_from_disk(out["path"])[0]["image"].size == (64, 64)
+    (folder / "val-00000-of-00001.parquet").write_bytes(b"garbage")
+    r = data(["ingest", "scienceqa", folder, "-o", "broken"])
+    assert r.exit_code == 1 and "val-00000-of-00001.parquet" in r.stderr and "cannot read parquet" in r.stderr
+    (folder / "val-00000-of-00001.parquet").rename(folder / "mystery.parquet")
+    r = data(["ingest", "scienceqa", folder, "-o", "broken"])
+    assert r.exit_code == 1 and "cannot tell the split" in r.stderr
+
+
+def test_repo_root_is_accepted(tmp_path: Path, store_dir: Path) -> None:
+    shutil.copytree(SAMPLE_DIR, tmp_path / "ScienceQA" / "data" / "scienceqa")
+    out = _ok(["ingest", "scienceqa", tmp_path / "ScienceQA", "-o", "sqa", "--split", "test"])
+    assert out["rows"] == 10 and out["params"]["path"].endswith("data/scienceqa")

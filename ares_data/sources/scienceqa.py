@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import tempfile
@@ -164,6 +165,20 @@ class ScienceQAFiles(ProblemSource):
         return scienceqa_row(pid, where.split, raw, where, image)
 
 
+@contextlib.contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """No `datasets` progress bars while loading: library code never prints (the CLI draws its own bar)."""
+    from datasets.utils import logging as ds_logging
+
+    was_enabled = ds_logging.is_progress_bar_enabled()
+    ds_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            ds_logging.enable_progress_bar()
+
+
 def split_from_name(path: Path) -> str | None:
     m = _SPLIT_FROM_NAME.match(path.name)
     return SPLIT_ALIASES.get(m.group(1), m.group(1)) if m else None
@@ -200,7 +215,13 @@ class ScienceQAParquet(ProblemSource):
     def total(self) -> int:
         import pyarrow.parquet as pq
 
-        return sum(pq.ParquetFile(f).metadata.num_rows for fs in self.files.values() for f in fs)
+        total = 0
+        for f in self.input_files():
+            try:
+                total += pq.ParquetFile(f).metadata.num_rows
+            except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for bad files
+                raise InputError(f"cannot read parquet: {exc}", file=str(f)) from exc
+        return total
 
     def input_files(self) -> list[Path]:
         return [f for fs in self.files.values() for f in fs]
@@ -211,9 +232,13 @@ class ScienceQAParquet(ProblemSource):
         with tempfile.TemporaryDirectory(prefix="ares-parquet-") as cache:
             for split, files in self.files.items():
                 try:
-                    ds = load_dataset(
-                        "parquet", data_files={"data": [str(f) for f in files]}, split="data", cache_dir=cache
-                    )
+                    with _quiet_datasets():
+                        ds = load_dataset(
+                            "parquet",
+                            data_files={"data": [str(f) for f in files]},
+                            split="data",
+                            cache_dir=cache,
+                        )
                 except Exception as exc:  # noqa: BLE001 - pyarrow/datasets raise many types for bad files
                     raise InputError(f"cannot read parquet: {exc}", file=str(files[0])) from exc
                 if "image" in ds.column_names and isinstance(ds.features["image"], Image):
@@ -241,6 +266,8 @@ def open_scienceqa(path: Path) -> ScienceQAFiles | ScienceQAParquet:
     """The right reader for `path`: the official folder (has problems.json) or HF parquet files."""
     if not path.exists():
         raise InputError("no such file or folder", file=str(path))
-    if path.is_dir() and (path / "problems.json").exists():
-        return ScienceQAFiles(path)
+    if path.is_dir():
+        for folder in (path, path / "scienceqa", path / "data" / "scienceqa"):  # also the repo's root
+            if (folder / "problems.json").exists():
+                return ScienceQAFiles(folder)
     return ScienceQAParquet(path)
