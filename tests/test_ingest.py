@@ -398,3 +398,11 @@ def test_repo_root_is_accepted(tmp_path: Path, store_dir: Path) -> None:
     shutil.copytree(SAMPLE_DIR, tmp_path / "ScienceQA" / "data" / "scienceqa")
     out = _ok(["ingest", "scienceqa", tmp_path / "ScienceQA", "-o", "sqa", "--split", "test"])
     assert out["rows"] == 10 and out["params"]["path"].endswith("data/scienceqa")
+
+
+def test_global_store_option_wins_over_env(tmp_path: Path, store_dir: Path) -> None:
+    other = tmp_path / "other-store"
+    out = _ok(["--store", other, "ingest", "scienceqa", SAMPLE_DIR, "-o", "sqa", "--split", "val"])
+    assert Path(out["path"]).is_relative_to(other) and Store(store_dir).names() == []
+    out = _ok(["ingest", "scienceqa", SAMPLE_DIR, "-o", "sqa", "--split", "val", "--store", tmp_path / "third"])
+    assert Path(out["path"]).is_relative_to(tmp_path / "third")

@@ -26,15 +26,22 @@ OutputOpt = Annotated[str, typer.Option("-o", "--output", help="Name of the data
 
 def get_store(store: Path | None) -> Store:
     ctx = click_ctx()
-    if store is None and ctx is not None and ctx.obj and ctx.obj.get("store"):
-        store = ctx.obj["store"]
+    if ctx is not None and ctx.obj and ctx.obj.get("store"):
+        # `ares-data --store DIR cmd` wins over the command's own value when that only came from $ARES_STORE
+        source = ctx.get_parameter_source("store")
+        if store is None or (source is not None and source.name in ("ENVIRONMENT", "DEFAULT")):
+            store = ctx.obj["store"]
     return Store(store if store is not None else default_root())
 
 
 def click_ctx() -> Any:
     import click
 
-    return click.get_current_context(silent=True)
+    ctx = click.get_current_context(silent=True)
+    vendored = sys.modules.get("typer._click.globals")  # typer >= 0.20 runs commands under its own click
+    if ctx is None and vendored is not None:
+        ctx = vendored.get_current_context(silent=True)
+    return ctx
 
 
 def emit_json(obj: Any) -> None:
