@@ -36,7 +36,7 @@ def problem_rows(n: int, *, images: bool = False) -> list[dict[str, Any]]:
             "problem_id": f"p{i}",
             "source": "test",
             "split": "train",
-            "question": f"Which is hotter, item {i}?",
+            "question": f"Which is hotter, item {i}?" + " Think carefully." * (i % 3),
             "choices": ["the sun", "the moon"],
             "answer_index": 0,
             "answer": "the sun",

@@ -1,0 +1,269 @@
+"""PPO with sentence-level rewards: the loss against an independent computation, the buffer's log-probs
+against unpadded forward passes, and real runs on tiny text / vision-language models through the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from ares_data.store import Store
+from ares_train.ppo import gae, kl_per_token, ppo_loss, token_rewards
+from tests.helpers import train
+from tests.ppo_fixtures import publish_round
+
+
+# ---- the loss on a fixed mini-batch, against plain loops ------------------------------------------
+def reference_loss(
+    lp, ref, old, values, srew, lengths, new_lp, vpred, *, kl_coef, gamma, lam, clip, vclip, vf_coef
+):
+    """Straightforward PPO on python floats: rewards, GAE, whitening, clipped policy and value losses."""
+    advs, rets = [], []
+    for i, n in enumerate(lengths):
+        r = [srew[i][t] - kl_coef * (lp[i][t] - ref[i][t]) for t in range(n)]
+        a, nxt = [0.0] * n, 0.0
+        for t in reversed(range(n)):
+            next_v = values[i][t + 1] if t + 1 < n else 0.0
+            nxt = r[t] + gamma * next_v - values[i][t] + gamma * lam * nxt
+            a[t] = nxt
+        advs.append(a)
+        rets.append([a[t] + values[i][t] for t in range(n)])
+    flat = [x for a in advs for x in a]
+    mean = sum(flat) / len(flat)
+    var = sum((x - mean) ** 2 for x in flat) / (len(flat) - 1)
+    pg, vf, count = 0.0, 0.0, 0
+    for i, n in enumerate(lengths):
+        for t in range(n):
+            adv = (advs[i][t] - mean) / math.sqrt(var + 1e-8)
+            ratio = math.exp(new_lp[i][t] - old[i][t])
+            clipped = min(max(ratio, 1 - clip), 1 + clip)
+            pg += max(-adv * ratio, -adv * clipped)
+            v_clipped = min(max(vpred[i][t], values[i][t] - vclip), values[i][t] + vclip)
+            vf += max((vpred[i][t] - rets[i][t]) ** 2, (v_clipped - rets[i][t]) ** 2)
+            count += 1
+    return pg / count + vf_coef * 0.5 * vf / count
+
+
+@pytest.mark.parametrize("gamma,lam", [(1.0, 0.95), (0.9, 0.8)])
+def test_loss_matches_independent_computation(gamma: float, lam: float) -> None:
+    g = torch.Generator().manual_seed(3)
+    lengths, width = [5, 2, 4], 6
+    mask = torch.tensor([[t < n for t in range(width)] for n in lengths])
+
+    def rand(scale: float = 1.0) -> torch.Tensor:
+        return torch.where(
+            mask, torch.randn(len(lengths), width, generator=g, dtype=torch.float64) * scale, 0.0
+        )
+
+    lp, ref, values, vpred = rand(), rand(), rand(), rand()
+    old = lp.clone()
+    new_lp = lp + rand(0.3)  # ratios around 1, some beyond the clip range
+    srew = torch.zeros_like(lp)
+    srew[0, 1], srew[0, 4], srew[1, 1], srew[2, 3] = 0.4, -0.3, 0.5, 0.2
+    kw = dict(kl_coef=0.05, gamma=gamma, lam=lam, clip=0.2, vclip=0.2, vf_coef=0.1)
+
+    kl = kl_per_token(lp, ref)
+    rewards = token_rewards(srew, kl, mask, kw["kl_coef"])
+    adv, ret = gae(rewards, values, mask, gamma, lam)
+    out = ppo_loss(
+        new_lp, old, adv, vpred, values, ret, mask, cliprange=0.2, cliprange_value=0.2, vf_coef=0.1
+    )
+    want = reference_loss(
+        *(x.tolist() for x in (lp, ref, old, values, srew)), lengths, new_lp.tolist(), vpred.tolist(), **kw
+    )
+    assert out.loss.item() == pytest.approx(want, abs=1e-5)
+    assert 0 < out.pg_clipfrac.item() < 1  # the clip was exercised
+    assert rewards[~mask].abs().sum() == 0 and adv[~mask].abs().sum() == 0
+
+
+# ---- real runs on tiny models -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def text_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ares_train.tiny import build_tiny_text_model
+
+    return build_tiny_text_model(tmp_path_factory.mktemp("ppo-text") / "model")
+
+
+@pytest.fixture(scope="module")
+def vlm_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ares_train.tiny import build_tiny_vlm
+
+    return build_tiny_vlm(tmp_path_factory.mktemp("ppo-vlm") / "model")
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    files = sorted(path.glob("*.safetensors"))
+    return {k: v for f in files for k, v in load_file(str(f)).items()}
+
+
+def _ppo(store_dir: Path, model: Path, rat: str, sc: str, out: Path, *extra: str):
+    return train(
+        [
+            "ppo",
+            "--model",
+            model,
+            "--rationales",
+            rat,
+            "--scores",
+            sc,
+            "-o",
+            out,
+            "--ppo-epochs",
+            "2",
+            "--mini-batch-size",
+            "4",
+            "--lr",
+            "1e-3",
+            "--json",
+            *extra,
+        ]
+    )
+
+
+def test_buffer_logprobs_match_unpadded_forward(store_dir: Path, text_model: Path, tmp_path: Path) -> None:
+    """Left-padded prompts + right-padded responses give the log-probs of one unpadded sequence at a time."""
+    from ares_train.ppo_run import PPORunConfig, build_trainer
+
+    rat, sc = publish_round(Store(store_dir), text_model, n_problems=3)
+    cfg = PPORunConfig(
+        model=str(text_model),
+        rationales=rat.ref,
+        scores=sc.ref,
+        output_dir=str(tmp_path / "o"),
+        forward_batch_size=4,
+    )
+    trainer, policy, data, _ = build_trainer(cfg, Store(store_dir))
+    rows = data.rollouts
+    assert len({r.prompt_ids.shape[0] for r in rows}) > 1 and len({r.response_ids.shape[0] for r in rows}) > 1
+    buf = trainer._score_buffer(rows)
+    for i, r in enumerate(rows):
+        ids = torch.cat([r.prompt_ids, r.response_ids])[None]
+        with torch.no_grad():
+            logits = policy.model(input_ids=ids).logits[0, r.prompt_ids.shape[0] - 1 : -1]
+        want = torch.log_softmax(logits.float(), -1).gather(-1, r.response_ids[:, None])[:, 0]
+        n = r.response_ids.shape[0]
+        assert torch.allclose(buf.logprobs[i, :n], want, atol=1e-5)
+        assert torch.allclose(buf.ref_logprobs[i, :n], want, atol=1e-5)  # the reference is the initial policy
+        assert buf.sentence_rewards[i, :n].tolist() == pytest.approx(r.rewards.tolist())
+        assert bool(buf.mask[i, :n].all()) and not bool(buf.mask[i, n:].any())
+
+
+def test_ppo_text_model_trains_logs_and_saves(store_dir: Path, text_model: Path, tmp_path: Path) -> None:
+    rat, sc = publish_round(Store(store_dir), text_model)
+    out = tmp_path / "out"
+    res = _ppo(store_dir, text_model, rat.ref, sc.ref, out, "--report-to", "tensorboard")
+    assert res.exit_code == 0, res.output
+    summary = res.json()
+    assert summary["counts"] == {"rows": 8, "scores_failed": 1, "used": 7}
+    log = [json.loads(line) for line in (out / "ppo_log.jsonl").read_text().splitlines()]
+    assert len(log) == 2 and summary["steps"] == 4
+    for key in (
+        "loss/total",
+        "loss/policy",
+        "loss/value",
+        "reward/sentence",
+        "objective/kl",
+        "objective/kl_current",
+    ):
+        assert all(math.isfinite(entry[key]) for entry in log), key
+    assert list(out.glob("runs/**/events.out.tfevents.*")), "tensorboard logs"
+    before, after = _weights(text_model), _weights(out)
+    assert before.keys() == after.keys()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    manifest = json.loads((out / "ares-checkpoint.json").read_text())
+    assert manifest["stage"] == "ppo" and manifest["base_model"] == str(text_model)
+    assert [d["ref"] for d in manifest["datasets"]] == [rat.ref, sc.ref]
+    assert not (out / "checkpoint").exists()
+
+
+def test_ppo_vlm_trains_with_images(store_dir: Path, vlm_model: Path, tmp_path: Path) -> None:
+    from ares_train.modeling import load_policy
+    from ares_train.ppo_data import load_rollouts
+
+    store = Store(store_dir)
+    rat, sc = publish_round(store, vlm_model, images=True)
+    rolls = load_rollouts(store, rat, sc, load_policy(vlm_model)).rollouts
+    assert any("pixel_values" in r.vision for r in rolls) and any(not r.vision for r in rolls)
+    out = tmp_path / "out"
+    res = _ppo(store_dir, vlm_model, rat.ref, sc.ref, out)
+    assert res.exit_code == 0, res.output
+    from ares_train.ppo_run import read_log
+
+    assert [math.isfinite(e["loss/total"]) for e in read_log(out)] == [True, True]
+    before, after = _weights(vlm_model), _weights(out)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any("language_model" in k for k in changed)
+
+
+def test_ppo_lora_changes_only_the_adapter(store_dir: Path, text_model: Path, tmp_path: Path) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    rat, sc = publish_round(Store(store_dir), text_model)
+    out = tmp_path / "lora"
+    res = _ppo(store_dir, text_model, rat.ref, sc.ref, out, "--lora-r", "4", "--merge")
+    assert res.exit_code == 0, res.output
+    assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
+    base = AutoModelForCausalLM.from_pretrained(text_model)
+    original = {k: v.clone() for k, v in base.state_dict().items()}
+    model = PeftModel.from_pretrained(base, out)
+    lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
+    assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # lora_B starts at zero: the adapter trained
+    for name, tensor in model.get_base_model().state_dict().items():
+        if "lora_" not in name:
+            assert torch.equal(tensor, original[name.replace(".base_layer", "")]), name
+    merged = _weights(out / "merged")
+    assert any(not torch.equal(merged[k], original[k]) for k in merged if k in original)
+
+
+def test_off_policy_rationales_are_refused(store_dir: Path, text_model: Path, tmp_path: Path) -> None:
+    rat, sc = publish_round(Store(store_dir), text_model, fingerprint="0" * 32, name="other")
+    res = _ppo(store_dir, text_model, rat.ref, sc.ref, tmp_path / "x")
+    assert res.exit_code == 2
+    assert "not generated by the model being trained" in res.stderr and "--allow-off-policy" in res.stderr
+    assert not (tmp_path / "x" / "ares-checkpoint.json").exists()
+    res = _ppo(store_dir, text_model, rat.ref, sc.ref, tmp_path / "x", "--allow-off-policy")
+    assert res.exit_code == 0, res.output
+    assert res.json()["counts"]["off_policy"] == 7  # the row whose scores failed is left out first
+
+
+def test_interrupted_run_resumes(store_dir: Path, text_model: Path, tmp_path: Path) -> None:
+    from ares_train.ppo_run import PPORunConfig, read_log, run_ppo
+
+    store = Store(store_dir)
+    rat, sc = publish_round(store, text_model)
+    cfg = PPORunConfig(
+        model=str(text_model),
+        rationales=rat.ref,
+        scores=sc.ref,
+        output_dir=str(tmp_path / "o"),
+        ppo_epochs=3,
+        mini_batch_size=4,
+        lr=1e-3,
+    )
+
+    def crash(step: int, total: int) -> None:
+        if step == 5:  # in the third PPO epoch, after two epochs were checkpointed
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_ppo(cfg, store, on_step=crash)
+    assert (tmp_path / "o" / "checkpoint" / "progress.json").is_file()
+    assert [e["ppo_epoch"] for e in read_log(tmp_path / "o")] == [0, 1]
+    res = run_ppo(cfg, store)
+    assert res.resumed and [e["ppo_epoch"] for e in res.history] == [2] and res.history[0]["step"] == 6
+    assert [e["ppo_epoch"] for e in read_log(tmp_path / "o")] == [0, 1, 2]
+
+
+def test_ppo_help_and_config_errors(tmp_path: Path) -> None:
+    res = train(["ppo", "--help"])
+    assert res.exit_code == 0 and "--kl-coef" in res.stdout and "--allow-off-policy" in res.stdout
+    cfg = tmp_path / "ppo.toml"
+    cfg.write_text("[ppo]\nkl_coeff = 0.1\n")
+    res = train(["ppo", "--config", cfg])
+    assert res.exit_code != 0 and "kl_coeff" in res.stderr
