@@ -404,5 +404,7 @@ def test_global_store_option_wins_over_env(tmp_path: Path, store_dir: Path) -> N
     other = tmp_path / "other-store"
     out = _ok(["--store", other, "ingest", "scienceqa", SAMPLE_DIR, "-o", "sqa", "--split", "val"])
     assert Path(out["path"]).is_relative_to(other) and Store(store_dir).names() == []
-    out = _ok(["ingest", "scienceqa", SAMPLE_DIR, "-o", "sqa", "--split", "val", "--store", tmp_path / "third"])
+    out = _ok(
+        ["ingest", "scienceqa", SAMPLE_DIR, "-o", "sqa", "--split", "val", "--store", tmp_path / "third"]
+    )
     assert Path(out["path"]).is_relative_to(tmp_path / "third")

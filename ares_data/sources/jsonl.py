@@ -119,25 +119,7 @@ class JsonlFile(ProblemSource):
                 f"expected a JSON object, got {type(rec).__name__}", file=where.file, row=where.row
             )
         values = {t: self._field(rec, t) for t in TARGETS}
-        strings = {}
-        for t in ("problem_id", "question", "context", "reference_rationale", "subject", "grade", "split"):
-            v = values[t]
-            if v is _MISSING or v is None:
-                if t == "question":
-                    raise InputError(
-                        "missing field", file=where.file, row=where.row, field=self.mapping.get(t, t)
-                    )
-                continue
-            if t in ("problem_id", "grade") and isinstance(v, int) and not isinstance(v, bool):
-                v = str(v)
-            if not isinstance(v, str):
-                raise InputError(
-                    f"expected a string, got {type(v).__name__}",
-                    file=where.file,
-                    row=where.row,
-                    field=self.mapping.get(t, t),
-                )
-            strings[t] = v
+        strings = self._strings(values, where)
         choices, index, answer = self._answer(values, where)
         image = self._image(values["image"], where)
         used = {self.mapping.get(t, t).split(".")[0] for t in TARGETS if values[t] is not _MISSING}
@@ -156,6 +138,24 @@ class JsonlFile(ProblemSource):
             grade=strings.get("grade", ""),
             metadata={k: v for k, v in rec.items() if k not in used},
         )
+
+    def _strings(self, values: dict[str, Any], where: Where) -> dict[str, str]:
+        """The text columns that are present, checked; `question` is required."""
+        strings = {}
+        for t in ("problem_id", "question", "context", "reference_rationale", "subject", "grade", "split"):
+            v, field = values[t], self.mapping.get(t, t)
+            if v is _MISSING or v is None:
+                if t == "question":
+                    raise InputError("missing field", file=where.file, row=where.row, field=field)
+                continue
+            if t in ("problem_id", "grade") and isinstance(v, int) and not isinstance(v, bool):
+                v = str(v)
+            if not isinstance(v, str):
+                raise InputError(
+                    f"expected a string, got {type(v).__name__}", file=where.file, row=where.row, field=field
+                )
+            strings[t] = v
+        return strings
 
     def _answer(self, values: dict[str, Any], where: Where) -> tuple[list[str], int | None, str]:
         choices = values["choices"]
