@@ -15,6 +15,7 @@ from ares_data.cli import run_app
 # Command modules under ares_train/commands/, in --help order. Add a module here to add commands.
 COMMAND_MODULES: list[str] = [
     "rollout_cmd",
+    "sft_cmd",
     "ppo_cmd",
     "eval_cmd",
 ]
