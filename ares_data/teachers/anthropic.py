@@ -5,20 +5,19 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any
 
 import anthropic
 
 from ..errors import MissingKeyError
-from .base import Reply, Request, RetryableError, Teacher
-from .headers import anthropic_limits, status_error
+from .base import Reply, Request
+from .headers import anthropic_limits
+from .sdk import SDKTeacher
 
-T = TypeVar("T")
 
-
-class AnthropicTeacher(Teacher):
+class AnthropicTeacher(SDKTeacher):
     provider = "anthropic"
+    sdk = anthropic
     key_env_var = "ANTHROPIC_API_KEY"
     supports_batch = True
 
@@ -77,26 +76,9 @@ class AnthropicTeacher(Teacher):
             extra={"id": message.id, "model": message.model},
         )
 
-    # -- calls ------------------------------------------------------------------------------------
-    async def _call(self, coro: Awaitable[T]) -> T:
-        try:
-            return await coro
-        except anthropic.APIStatusError as e:
-            raise status_error(
-                self.provider, e.status_code, _message(e), e.response.headers, self.key_env_var
-            ) from None
-        except anthropic.APITimeoutError:
-            raise RetryableError(f"anthropic: no reply within {self.timeout:g}s") from None
-        except anthropic.APIConnectionError as e:
-            raise RetryableError(f"anthropic: connection failed ({e.__cause__ or e})") from None
-        except (anthropic.APIResponseValidationError, ValueError) as e:
-            raise RetryableError(f"anthropic: unreadable response body ({e})") from None
-
     async def send(self, request: Request) -> Reply:
-        raw = await self._call(self.client.messages.with_raw_response.create(**self.params(request)))
-        self._rate_limit = anthropic_limits(raw.headers)
-        message = await self._call(_parsed(raw))
-        return self.to_reply(message)
+        create = self.client.messages.with_raw_response.create
+        return self.to_reply(await self._raw(create, anthropic_limits, **self.params(request)))
 
     async def submit_batch(self, items: list[tuple[str, Request]]) -> str:
         requests = [{"custom_id": cid, "params": self.params(req)} for cid, req in items]
@@ -127,17 +109,8 @@ class AnthropicTeacher(Teacher):
         await self.client.close()
 
 
-async def _parsed(raw: Any) -> Any:
-    result = raw.parse()
-    return await result if hasattr(result, "__await__") else result
-
-
 def _block(b: dict) -> dict:
     if b["type"] == "image":
         source = {"type": "base64", "media_type": b["media_type"], "data": b["data_b64"]}
         return {"type": "image", "source": source}
     return {"type": "text", "text": b["text"]}
-
-
-def _message(e: Any) -> str:
-    return str(getattr(e, "api_message", None) or getattr(e, "message", None) or e)

@@ -11,24 +11,24 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlparse
 
 import openai
 from openai.types.chat import ChatCompletion
 
 from ..errors import MissingKeyError
-from .base import Reply, Request, RetryableError, Teacher
-from .headers import openai_limits, status_error
+from .base import Reply, Request, RetryableError
+from .headers import openai_limits
+from .sdk import SDKTeacher
 
-T = TypeVar("T")
 PLACEHOLDER_KEY = "no-key-needed"
 ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
 
 
-class OpenAITeacher(Teacher):
+class OpenAITeacher(SDKTeacher):
     provider = "openai"
+    sdk = openai
     key_env_var = "OPENAI_API_KEY"
     supports_batch = True
 
@@ -89,26 +89,9 @@ class OpenAITeacher(Teacher):
             extra={"id": completion.id, "model": completion.model},
         )
 
-    # -- calls ------------------------------------------------------------------------------------
-    async def _call(self, coro: Awaitable[T]) -> T:
-        try:
-            return await coro
-        except openai.APIStatusError as e:
-            raise status_error(
-                self.provider, e.status_code, _message(e), e.response.headers, self.key_env_var
-            ) from None
-        except openai.APITimeoutError:
-            raise RetryableError(f"openai: no reply within {self.timeout:g}s") from None
-        except openai.APIConnectionError as e:
-            raise RetryableError(f"openai: connection failed ({e.__cause__ or e})") from None
-        except (openai.APIResponseValidationError, ValueError) as e:
-            raise RetryableError(f"openai: unreadable response body ({e})") from None
-
     async def send(self, request: Request) -> Reply:
-        raw = await self._call(self.client.chat.completions.with_raw_response.create(**self.params(request)))
-        self._rate_limit = openai_limits(raw.headers)
-        completion = await self._call(_parsed(raw))
-        return self.to_reply(completion)
+        create = self.client.chat.completions.with_raw_response.create
+        return self.to_reply(await self._raw(create, openai_limits, **self.params(request)))
 
     async def submit_batch(self, items: list[tuple[str, Request]]) -> str:
         lines = [
@@ -171,20 +154,7 @@ class OpenAITeacher(Teacher):
         await self.client.close()
 
 
-async def _parsed(raw: Any) -> Any:
-    result = raw.parse()
-    return await result if hasattr(result, "__await__") else result
-
-
 def _part(b: dict) -> dict:
     if b["type"] == "image":
         return {"type": "image_url", "image_url": {"url": f"data:{b['media_type']};base64,{b['data_b64']}"}}
     return {"type": "text", "text": b["text"]}
-
-
-def _message(e: Any) -> str:
-    body = getattr(e, "body", None)
-    err = body.get("error", body) if isinstance(body, dict) else None
-    if isinstance(err, dict) and err.get("message"):
-        return str(err["message"])
-    return str(getattr(e, "message", None) or e)

@@ -1,0 +1,60 @@
+"""Shared base of teachers built on the official (Stainless-generated) `anthropic` / `openai` SDKs: one
+place that turns SDK exceptions into RetryableError / FatalTeacherError, and raw-response calls that keep
+the rate-limit headers."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from types import ModuleType
+from typing import Any, ClassVar, TypeVar
+
+from .base import RetryableError, Teacher
+from .headers import status_error
+
+T = TypeVar("T")
+
+
+def error_message(e: Any) -> str:
+    """The provider's own error text, from the SDK exception or its JSON body."""
+    if getattr(e, "api_message", None):
+        return str(e.api_message)
+    body = getattr(e, "body", None)
+    err = body.get("error", body) if isinstance(body, dict) else None
+    if isinstance(err, dict) and err.get("message"):
+        return str(err["message"])
+    return str(getattr(e, "message", None) or e)
+
+
+class SDKTeacher(Teacher):
+    sdk: ClassVar[ModuleType]  # the SDK module: its exception classes share names across both SDKs
+
+    async def _call(self, coro: Awaitable[T]) -> T:
+        sdk, name = self.sdk, self.provider
+        try:
+            return await coro
+        except sdk.APIStatusError as e:
+            raise status_error(
+                name, e.status_code, error_message(e), e.response.headers, self.key_env_var
+            ) from None
+        except sdk.APITimeoutError:
+            raise RetryableError(f"{name}: no reply within {self.timeout:g}s") from None
+        except sdk.APIConnectionError as e:
+            raise RetryableError(f"{name}: connection failed ({e.__cause__ or e})") from None
+        except (sdk.APIResponseValidationError, ValueError) as e:
+            raise RetryableError(f"{name}: unreadable response body ({e})") from None
+
+    async def _raw(
+        self,
+        method: Callable[..., Awaitable[Any]],
+        limits: Callable[[Mapping[str, str]], dict],
+        **params: Any,
+    ) -> Any:
+        """Call a `with_raw_response` method, remember its rate-limit headers, return the parsed object."""
+        raw = await self._call(method(**params))
+        self._rate_limit = limits(raw.headers)
+        return await self._call(_parsed(raw))
+
+
+async def _parsed(raw: Any) -> Any:
+    result = raw.parse()
+    return await result if hasattr(result, "__await__") else result
