@@ -21,7 +21,7 @@ from typing import Any
 from .errors import InputError
 from .segment import drop_repeats as _drop_repeats
 from .segment import segment
-from .sources.base import count_lines, hash_files, jsonl_lines
+from .sources.base import count_lines, hash_files, jsonl_lines, parse_json_line
 from .store import Store, Version
 
 MAX_SKIPPED_LISTED = 1000
@@ -98,60 +98,47 @@ class RationaleReader:
 
     def row(self, line: int, raw: str) -> dict[str, Any]:
         f = str(self.path)
-        try:
-            rec = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise InputError(
-                f"malformed JSON line: {exc.msg} (column {exc.colno})", file=f, row=line
-            ) from exc
-        if not isinstance(rec, dict):
-            raise InputError(f"expected a JSON object, got {type(rec).__name__}", file=f, row=line)
-        pid = rec.get("problem_id")
-        if pid is None:
-            raise InputError("missing field", file=f, row=line, field="problem_id")
-        pid = str(pid) if isinstance(pid, int) and not isinstance(pid, bool) else pid
-        if not isinstance(pid, str):
-            raise InputError(
-                f"expected a string, got {type(pid).__name__}", file=f, row=line, field="problem_id"
-            )
-        if pid not in self.known:
-            raise InputError(
-                f"unknown problem_id '{pid}' (not in the problems dataset)",
-                file=f,
-                row=line,
-                field="problem_id",
-            )
+        rec = parse_json_line(raw, f, line)
+        pid = self._problem_id(rec, f, line)
         text = _opt(rec, "text", str, f, line)
         if not text or not text.strip():
             raise InputError("missing or empty field", file=f, row=line, field="text")
         rnd = _opt(rec, "round", int, f, line)
         rnd = self.round if rnd is None else rnd
-        index = _opt(rec, "sample_index", int, f, line)
-        index = self.next_index.get((pid, rnd), 0) if index is None else index
-        key = (pid, rnd, index)
-        if key in self.seen:
-            raise InputError(
-                f"duplicate sample_index {index} for problem '{pid}' round {rnd} (first at line "
-                f"{self.seen[key]})",
-                file=f,
-                row=line,
-                field="sample_index",
-            )
-        self.seen[key] = line
-        self.next_index[(pid, rnd)] = max(self.next_index.get((pid, rnd), 0), index + 1)
+        index = self._sample_index(rec, pid, rnd, f, line)
         params = rec.get("generation_params")
         if params is not None and not isinstance(params, (dict, str)):
             raise InputError("expected an object", file=f, row=line, field="generation_params")
         return build_rationale(
-            pid,
-            text,
-            sample_index=index,
-            round=rnd,
+            pid, text, sample_index=index, round=rnd,
             generator=_opt(rec, "generator", str, f, line) or self.generator,
             generator_fingerprint=_opt(rec, "generator_fingerprint", str, f, line) or "",
-            generation_params=params,
-            drop_repeats=self.drop_repeats,
-        )
+            generation_params=params, drop_repeats=self.drop_repeats,
+        )  # fmt: skip
+
+    def _problem_id(self, rec: dict[str, Any], f: str, line: int) -> str:
+        pid = rec.get("problem_id")
+        if pid is None:
+            raise InputError("missing field", file=f, row=line, field="problem_id")
+        pid = str(pid) if isinstance(pid, int) and not isinstance(pid, bool) else pid
+        if not isinstance(pid, str):
+            raise InputError(f"expected a string, got {type(pid).__name__}", file=f, row=line,
+                             field="problem_id")
+        if pid not in self.known:
+            raise InputError(f"unknown problem_id '{pid}' (not in the problems dataset)", file=f, row=line,
+                             field="problem_id")
+        return pid
+
+    def _sample_index(self, rec: dict[str, Any], pid: str, rnd: int, f: str, line: int) -> int:
+        """The line's sample_index, or the next free one for (problem, round); duplicates are errors."""
+        index = _opt(rec, "sample_index", int, f, line)
+        index = self.next_index.get((pid, rnd), 0) if index is None else index
+        first = self.seen.setdefault((pid, rnd, index), line)
+        if first != line:
+            raise InputError(f"duplicate sample_index {index} for problem '{pid}' round {rnd} (first at line "
+                             f"{first})", file=f, row=line, field="sample_index")
+        self.next_index[(pid, rnd)] = max(self.next_index.get((pid, rnd), 0), index + 1)
+        return index
 
 
 def problem_ids(problems: Version) -> set[str]:

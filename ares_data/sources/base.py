@@ -94,6 +94,17 @@ def jsonl_lines(path: Path) -> Iterator[tuple[int, str]]:
             raise InputError(f"not UTF-8 text: {exc.reason}", file=str(path), row=lineno + 1) from exc
 
 
+def parse_json_line(raw: str, file: str, line: int) -> dict[str, Any]:
+    """One JSONL line as an object; InputError naming file and line when it is malformed or not an object."""
+    try:
+        rec = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"malformed JSON line: {exc.msg} (column {exc.colno})", file=file, row=line) from exc
+    if not isinstance(rec, dict):
+        raise InputError(f"expected a JSON object, got {type(rec).__name__}", file=file, row=line)
+    return rec
+
+
 def count_lines(path: Path) -> int:
     with open(path, "rb") as f:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))

@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, UsageError
-from .base import ProblemSource, Where, check_choices, count_lines, jsonl_lines, problem_row, read_image
+from .base import (
+    ProblemSource,
+    Where,
+    check_choices,
+    count_lines,
+    jsonl_lines,
+    parse_json_line,
+    problem_row,
+    read_image,
+)
 
 TARGETS = (
     "problem_id",
@@ -108,16 +117,7 @@ class JsonlFile(ProblemSource):
         return _get(rec, self.mapping.get(target, target))
 
     def convert(self, where: Where, raw: Any) -> dict[str, Any]:
-        try:
-            rec = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise InputError(
-                f"malformed JSON line: {exc.msg} (column {exc.colno})", file=where.file, row=where.row
-            ) from exc
-        if not isinstance(rec, dict):
-            raise InputError(
-                f"expected a JSON object, got {type(rec).__name__}", file=where.file, row=where.row
-            )
+        rec = parse_json_line(raw, where.file, int(where.row))
         values = {t: self._field(rec, t) for t in TARGETS}
         strings = self._strings(values, where)
         choices, index, answer = self._answer(values, where)
