@@ -408,3 +408,17 @@ def test_global_store_option_wins_over_env(tmp_path: Path, store_dir: Path) -> N
         ["ingest", "scienceqa", SAMPLE_DIR, "-o", "sqa", "--split", "val", "--store", tmp_path / "third"]
     )
     assert Path(out["path"]).is_relative_to(tmp_path / "third")
+
+
+def test_library_reports_progress(store_dir: Path) -> None:
+    from ares_data.sources import ingest, open_scienceqa
+
+    calls: list[tuple[int, int | None]] = []
+    v = ingest(
+        Store(store_dir),
+        "sqa",
+        open_scienceqa(SAMPLE_DIR),
+        splits=["test"],
+        progress=lambda done, total: calls.append((done, total)),
+    )
+    assert v.manifest["rows"] == 10 and calls[-1] == (60, 60) and len(calls) == 60
