@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,7 +179,6 @@ def build_trainer(
     require_train_extra()
     cfg.validate()
     from .modeling import load_policy, weights_fingerprint
-    from .ppo import SentencePPOTrainer
     from .ppo_data import collate, load_rollouts
 
     store = store or Store()
@@ -208,7 +208,18 @@ def build_trainer(
     def collate_fn(rows: list[Any], device: Any) -> Any:
         return collate(rows, device, pad_id, position_ids=not policy.is_vlm)
 
-    trainer = SentencePPOTrainer(
+    with warnings.catch_warnings():  # TRL/transformers' own deprecation notices on gradient checkpointing
+        warnings.simplefilter("ignore", FutureWarning)
+        trainer = _make_trainer(cfg, outdir, policy, data, collate_fn, on_step)
+    return trainer, policy, data, [rationales, scores]
+
+
+def _make_trainer(
+    cfg: PPORunConfig, outdir: Path, policy: Any, data: Any, collate_fn: Any, on_step: Any
+) -> Any:
+    from .ppo import SentencePPOTrainer
+
+    return SentencePPOTrainer(
         ppo_config(cfg, outdir),
         model=policy.model,
         processing_class=policy.processing,
@@ -223,7 +234,6 @@ def build_trainer(
         log_path=outdir / LOG_FILE,
         on_step=on_step,
     )
-    return trainer, policy, data, [rationales, scores]
 
 
 def run_ppo(

@@ -267,3 +267,40 @@ def test_ppo_help_and_config_errors(tmp_path: Path) -> None:
     cfg.write_text("[ppo]\nkl_coeff = 0.1\n")
     res = train(["ppo", "--config", cfg])
     assert res.exit_code != 0 and "kl_coeff" in res.stderr
+
+
+def test_rollout_score_ppo_end_to_end_on_the_shipped_sample(
+    store_dir: Path, text_model: Path, tmp_path: Path
+):
+    """ares-data ingest -> ares-train rollout -> ares-data score --teacher reference -> ares-train ppo."""
+    from ares_data.sample import SAMPLE_DIR
+    from tests.helpers import data
+
+    assert data(["ingest", "scienceqa", SAMPLE_DIR, "-o", "sqa", "--json"]).exit_code == 0
+    res = train(
+        [
+            "rollout",
+            "--model",
+            text_model,
+            "--problems",
+            "sqa",
+            "--k",
+            "2",
+            "--limit",
+            "4",
+            "--max-new-tokens",
+            "24",
+            "-o",
+            "roll",
+            "--json",
+        ]
+    )
+    assert res.exit_code == 0, res.output
+    res = data(["score", "roll", "--teacher", "reference", "-o", "sc", "--json"])
+    assert res.exit_code == 0 and res.json()["ok"] == 8, res.output
+    out = tmp_path / "ppo"
+    res = _ppo(store_dir, text_model, "roll", "sc", out)
+    assert res.exit_code == 0, res.output
+    assert res.json()["counts"]["used"] == 8 and (out / "model.safetensors").is_file()
+    manifest = json.loads((out / "ares-checkpoint.json").read_text())
+    assert [d["ref"] for d in manifest["datasets"]] == ["roll@v1", "sc@v1"]
