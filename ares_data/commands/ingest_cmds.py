@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -16,10 +15,10 @@ from .common import (
     StoreOpt,
     console,
     emit_json,
-    err_console,
     get_store,
     published_message,
 )
+from .progress import ProgressBar
 
 app = typer.Typer()
 ingest_app = typer.Typer(
@@ -38,31 +37,11 @@ SplitFilterOpt = Annotated[
     Optional[list[str]],
     typer.Option("--split", help="Only ingest this split (repeat for several), e.g. --split train."),
 ]
-PROGRESS_MIN_ROWS = 500  # smaller inputs finish before a bar would be worth drawing
 
 
-@contextlib.contextmanager
-def progress_bar(label: str) -> Iterator[Callable[[int, int | None], None]]:
-    """A progress callback for the library that draws a transient rich bar on stderr for large inputs."""
-    state: dict[str, Any] = {}
-
-    def update(done: int, total: int | None) -> None:
-        if "bar" not in state:
-            state["bar"] = None
-            if total is not None and total >= PROGRESS_MIN_ROWS:
-                from rich.progress import Progress
-
-                bar = Progress(console=err_console(), transient=True)
-                bar.start()
-                state["bar"] = (bar, bar.add_task(label, total=total))
-        if state["bar"] is not None and (done % 64 == 0 or done == total):
-            state["bar"][0].update(state["bar"][1], completed=done)
-
-    try:
-        yield update
-    finally:
-        if state.get("bar") is not None:
-            state["bar"][0].stop()
+def _quiet(as_json: bool) -> bool:
+    """No bar for --json or when stderr is not a terminal (logs, CI, tests): it would only add noise."""
+    return as_json or not sys.stderr.isatty()
 
 
 def summary(v: Version) -> dict[str, Any]:
@@ -101,11 +80,11 @@ def report(v: Version, as_json: bool) -> None:
 
 
 def _ingest(
-    source: Any, output: str, store: Path | None, skip_invalid: bool, splits: list[str] | None
+    source: Any, output: str, store: Path | None, skip_invalid: bool, splits: list[str] | None, as_json: bool
 ) -> Version:
     from ..sources import ingest
 
-    with progress_bar(f"ingest {source.source}") as progress:
+    with ProgressBar(f"ingest {source.source}", quiet=_quiet(as_json)) as progress:
         return ingest(
             get_store(store), output, source, skip_invalid=skip_invalid, splits=splits, progress=progress
         )
@@ -125,7 +104,7 @@ def ingest_scienceqa(
     """Ingest ScienceQA (official files or the Hugging Face parquet layout), images included."""
     from ..sources import open_scienceqa
 
-    report(_ingest(open_scienceqa(path), output, store, skip_invalid, split), as_json)
+    report(_ingest(open_scienceqa(path), output, store, skip_invalid, split, as_json), as_json)
 
 
 @ingest_app.command("aokvqa")
@@ -149,7 +128,7 @@ def ingest_aokvqa(
     """Ingest the official A-OKVQA annotations with their COCO images."""
     from ..sources import AOKVQAFile
 
-    report(_ingest(AOKVQAFile(file, images, split), output, store, skip_invalid, None), as_json)
+    report(_ingest(AOKVQAFile(file, images, split), output, store, skip_invalid, None, as_json), as_json)
 
 
 @ingest_app.command("jsonl")
@@ -190,7 +169,7 @@ def ingest_jsonl(
         default_split=default_split,
         images_root=images_root,
     )
-    report(_ingest(source, output, store, skip_invalid, split), as_json)
+    report(_ingest(source, output, store, skip_invalid, split, as_json), as_json)
 
 
 @app.command("import-rationales")
@@ -217,7 +196,7 @@ def import_rationales_cmd(
 
     s = get_store(store)
     parent = s.resolve_kind(problems, "problems")
-    with progress_bar("import rationales") as progress:
+    with ProgressBar("import rationales", quiet=_quiet(as_json)) as progress:
         v = import_rationales(
             s,
             output,
