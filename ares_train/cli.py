@@ -18,6 +18,7 @@ COMMAND_MODULES: list[str] = [
     "sft_cmd",
     "ppo_cmd",
     "eval_cmd",
+    "loop_cmds",
 ]
 
 app = typer.Typer(

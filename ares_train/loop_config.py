@@ -1,0 +1,158 @@
+"""The `ares-train loop` config: one TOML/YAML file with a `[loop]` table and one table per stage.
+
+    [loop]                      # LoopConfig below
+    model = "runs/init"         # the starting policy
+    problems = "sqa"
+    teacher = "reference"
+    rounds = 2
+    schedule = ["rl", "sft"]    # steps of every round: "rl" = rollout -> score -> ppo,
+                                # "sft" = rollout -> correct -> sft; ["rl"] and ["sft"] are the ablations,
+                                # ["rl", "rl", "sft"] runs two RL steps before each correction step
+    [rollout]                   # RolloutConfig fields (k, max_new_tokens, temperature, ...)
+    [ppo]                       # PPORunConfig fields (kl_coef, ppo_epochs, lr, lora_r, ...)
+    [sft]                       # SFT config fields (epochs, lr, lora_r, ...)
+    [eval]                      # max_new_tokens, answer_tokens, batch_size, limit
+
+Fields that the loop sets itself (which model, which datasets, output folders, the round) are not allowed
+in the stage tables; an unknown key anywhere is a ConfigError naming the key, its table and the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ares_data.errors import ConfigError
+
+from .config import BaseConfig, load_config, opt, read_config_file
+
+STEPS = ("rl", "sft")
+SECTIONS = ("loop", "rollout", "ppo", "sft", "eval")
+# stage-table keys the loop sets itself
+MANAGED = {
+    "rollout": {"model", "problems", "output", "round", "split", "limit", "seed"},
+    "ppo": {"model", "rationales", "scores", "output_dir"},
+    "sft": {"model", "output_dir", "corrections", "resume"},
+    "eval": {"split"},
+}
+
+
+@dataclass
+class LoopConfig(BaseConfig):
+    """The alternating ARES loop (the `[loop]` table)."""
+
+    model: str = opt("", "Starting policy: a model folder, hub id or LoRA adapter folder.")
+    problems: str = opt("", "Problems dataset (NAME or NAME@vN).")
+    teacher: str = opt("reference", "Teacher for scores and corrections: anthropic:MODEL, openai:MODEL, "
+                       "reference.")
+    teacher_base_url: str = opt("", "API base URL of the teacher (default: the SDK's).")
+    rounds: int = opt(2, "Number of rounds.")
+    schedule: str = opt("rl,sft", "Steps of each round, comma-separated: rl (rollout -> score -> ppo), sft "
+                        "(rollout -> correct -> sft). 'rl' or 'sft' alone are the ablations.")
+    correct_k: int = opt(0, "Rationales sampled per problem for a correction step (0 = [rollout] k).")
+    split: str = opt("train", "Problems split to train on.")
+    limit: int = opt(0, "Use only the first N problems of the split (0 = all).")
+    eval_split: str = opt("test", "Split to evaluate after every round ('' = no evaluation).")
+    eval_initial: bool = opt(True, "Also evaluate the starting policy (round 0).")
+    name: str = opt("", "Prefix of the dataset names the run publishes (default: the run folder's name).")
+    seed: int = opt(0, "Base random seed (each rollout gets seed + 1000 * round + step).")
+    concurrency: int = opt(8, "Teacher requests in flight.")
+    rpm: float | None = opt(None, "Client-side teacher requests/min limit.")
+    tpm: float | None = opt(None, "Client-side teacher tokens/min limit.")
+    timeout: float = opt(60.0, "Seconds per teacher request attempt.")
+    max_attempts: int = opt(5, "HTTP attempts per teacher request.")
+    max_cost: float | None = opt(None, "Stop before the teacher calls of this run cost more USD (resumable).")
+    images: bool = opt(True, "Send problem images to the teacher.")
+    score_prompt: str = opt("", "Score prompt template file (default: the shipped one).")
+    correct_prompt: str = opt("", "Correction prompt template file (default: the shipped one).")
+
+    def steps(self) -> list[str]:
+        return [s.strip() for s in self.schedule.split(",") if s.strip()]
+
+    def validate(self) -> list[str]:
+        for key in ("model", "problems", "teacher"):
+            if not getattr(self, key):
+                raise ConfigError(f"the loop needs '{key}'", hint=f"set {key} in the [loop] table or pass it "
+                                  "as a flag")
+        bad = [s for s in self.steps() if s not in STEPS]
+        if bad or not self.steps():
+            raise ConfigError(f"schedule {self.schedule!r}: steps must be 'rl' or 'sft'",
+                              hint='e.g. schedule = ["rl", "sft"], ["rl"], ["sft"] or ["rl", "rl", "sft"]')
+        if self.rounds < 1:
+            raise ConfigError(f"rounds must be >= 1, got {self.rounds}")
+        return []
+
+
+@dataclass
+class LoopSettings:
+    """Everything a loop run needs: the loop table plus the raw stage tables (validated)."""
+
+    loop: LoopConfig
+    rollout: dict[str, Any]
+    ppo: dict[str, Any]
+    sft: dict[str, Any]
+    eval: dict[str, Any]
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"loop": self.loop.to_dict(), "rollout": self.rollout, "ppo": self.ppo, "sft": self.sft,
+                "eval": self.eval}
+
+    def sha(self, *, ignore: tuple[str, ...] = ("rounds",)) -> str:
+        """Hash of the settings that decide what each stage makes (more rounds may extend a run)."""
+        d = self.to_dict()
+        d["loop"] = {k: v for k, v in d["loop"].items() if k not in ignore}
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _stage_fields(section: str) -> set[str]:
+    from .eval import EvalOptions
+    from .ppo_run import PPORunConfig
+    from .rollout import RolloutConfig
+
+    classes: dict[str, Any] = {"rollout": RolloutConfig, "ppo": PPORunConfig, "eval": EvalOptions}
+    if section == "sft":
+        from .loop_stages import sft_config_class
+
+        classes["sft"] = sft_config_class()
+    return {f.name for f in dataclasses.fields(classes[section])}
+
+
+def check_section(section: str, table: dict[str, Any], where: str) -> dict[str, Any]:
+    """Normalise keys (dashes -> underscores) and reject unknown or loop-managed keys."""
+    known = _stage_fields(section) - MANAGED[section]
+    out = {}
+    for key, value in table.items():
+        name = key.replace("-", "_")
+        if name in MANAGED[section]:
+            raise ConfigError(f"'{key}' in [{section}] of {where} is set by the loop",
+                              hint="leave it out; the loop chains models and datasets itself")
+        if name not in known:
+            raise ConfigError(f"unknown key '{key}' in [{section}] of {where}",
+                              hint=f"known keys: {', '.join(sorted(known))}")
+        out[name] = value
+    return out
+
+
+def load_loop_settings(file: Path | None, overrides: dict[str, Any] | None = None) -> LoopSettings:
+    """Read and validate a loop config file; `overrides` are [loop] values from flags."""
+    data: dict[str, Any] = read_config_file(Path(file)) if file is not None else {}
+    where = str(file) if file is not None else "the command line"
+    for key, value in data.items():
+        if key not in SECTIONS:
+            raise ConfigError(f"unknown key '{key}' in {where}",
+                              hint=f"a loop config has the tables {', '.join(f'[{s}]' for s in SECTIONS)}")
+        if not isinstance(value, dict):
+            raise ConfigError(f"'{key}' in {where} must be a table ([{key}])")
+    if "loop" in data:
+        loop = load_config(LoopConfig, Path(file), overrides, section="loop")  # type: ignore[arg-type]
+    else:
+        loop = load_config(LoopConfig, None, overrides)
+    loop.validate()
+    sections = {s: check_section(s, data.get(s, {}), where) for s in ("rollout", "ppo", "sft", "eval")}
+    return LoopSettings(loop, sections["rollout"], sections["ppo"], sections["sft"], sections["eval"],
+                        source=where)
