@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .answers import option_letter, parse_answer
+from ares_data.answers import option_letter, parse_answer
 
 ANSWER_TRIGGER = "\nSo the answer is ("
 SUBJECTS = ("natural science", "social science", "language science")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from ares_train.answers import option_letter, parse_answer
+from ares_data.answers import option_letter, parse_answer
 
 CHOICES = ["repel", "attract", "neither"]
 
