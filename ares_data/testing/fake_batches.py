@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .http import HttpRequest, HttpResponse
 
 if TYPE_CHECKING:
-    from .teacher_server import FakeTeacher
+    from .fake_teacher import FakeTeacher
 
 _FAILING = {"429", "529", "500", "400", "401", "403", "404", "hang", "drop", "truncate", "badjson"}
 
@@ -59,7 +59,7 @@ class BatchStore:
         return time.time() - b.created >= self.fake.options.batch_delay_s
 
     def _answer_item(self, provider: str, body: dict) -> dict:
-        from .teacher_server import content_hash
+        from .fake_teacher import content_hash
 
         fake = self.fake
         key = content_hash(body)
