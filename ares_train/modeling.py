@@ -81,7 +81,6 @@ def load_policy(
         AutoProcessor,
         AutoTokenizer,
     )
-
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # library code draws nothing; the CLI renders its own progress

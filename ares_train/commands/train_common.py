@@ -24,7 +24,7 @@ def config_option(cls: type, name: str, *decls: str) -> Any:
     from ..config import field_help
 
     f = next(f for f in dataclasses.fields(cls) if f.name == name)
-    default = "" if f.default in ("", dataclasses.MISSING) else f" [default: {f.default}]"
+    default = "" if f.default in ("", dataclasses.MISSING) else f" (default: {f.default})"
     return typer.Option(*decls, help=field_help(cls, name) + default, show_default=False)
 
 

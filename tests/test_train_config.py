@@ -1,0 +1,75 @@
+"""Trainer configs: TOML/YAML files set defaults, flags override, unknown keys and bad values are errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ares_data.errors import ConfigError
+from ares_train.config import build_config, field_help, load_config
+from ares_train.rollout import RolloutConfig
+from ares_train.sft import SFTConfig
+from tests.helpers import train
+
+
+def test_toml_sets_defaults_and_flags_override(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text('model = "m"\ncorrections = "c"\noutput-dir = "out"\nlr = 1\nlora_target_modules = '
+                 '["q_proj", "v_proj"]\n')
+    cfg = load_config(SFTConfig, f, {"lr": 3e-4, "batch_size": None, "epochs": 2})
+    assert cfg.model == "m" and cfg.output_dir == "out" and cfg.lr == 3e-4 and cfg.epochs == 2.0
+    assert cfg.batch_size == 4  # None = flag not given: the dataclass default stays
+    assert cfg.lora_target_modules == "q_proj,v_proj" and isinstance(load_config(SFTConfig, f).lr, float)
+
+
+def test_yaml_and_sections(tmp_path: Path) -> None:
+    f = tmp_path / "ares.yaml"
+    f.write_text("rollout:\n  k: 8\n  temperature: 0.7\nsft:\n  lora_r: 16\n")
+    assert load_config(RolloutConfig, f, section="rollout").k == 8
+    sft = load_config(SFTConfig, f, section="sft")
+    lora = sft.lora_options()
+    assert sft.lora_r == 16 and lora is not None and lora.targets() == "all-linear"
+
+
+@pytest.mark.parametrize("text,message", [
+    ("k = 4\nbatchsize = 3\n", "unknown key 'batchsize' in config file"),
+    ("k = 'four'\n", "'k' expects int"),
+    ("k = [\n", "could not be parsed"),
+])
+def test_bad_files(tmp_path: Path, text: str, message: str) -> None:
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(RolloutConfig, f)
+    assert str(f) in str(info.value)
+
+
+def test_validation_rule(tmp_path: Path) -> None:
+    ok, warnings = build_config(SFTConfig, None, {"model": "m", "corrections": "c", "output_dir": "o"})
+    assert warnings == []  # correct: silent
+    _, warnings = build_config(SFTConfig, None, {"model": "m", "corrections": "c", "output_dir": "o",
+                                                 "merge": True})
+    assert any("--merge has no effect without LoRA" in w and "--lora-r" in w for w in warnings)
+    with pytest.raises(ConfigError, match="lora_dropout"):  # unsupported: error with the fix
+        build_config(SFTConfig, None, {"model": "m", "corrections": "c", "output_dir": "o", "lora_r": 4,
+                                       "lora_dropout": 1.5})
+    assert "LoRA rank" in field_help(SFTConfig, "lora_r")
+
+
+def test_cli_config_file_override_and_unknown_key(tmp_path: Path) -> None:
+    f = tmp_path / "r.toml"
+    f.write_text("[rollout]\nproblems = 'sqa'\nk = 2\ntemprature = 0.5\n")
+    r = train(["--store", tmp_path / "store", "rollout", "--model", "m", "-o", "x", "--config", f])
+    assert r.exit_code == 1 and "unknown key 'temprature'" in r.stderr and str(f) in r.stderr
+    f.write_text("[rollout]\nproblems = 'missing'\nk = 0\n")
+    r = train(["--store", tmp_path / "store", "rollout", "--model", "m", "-o", "x", "--config", f])
+    assert r.exit_code == 1 and "k, max_new_tokens and batch_size must be >= 1" in r.stderr
+    r = train(["--store", tmp_path / "store", "rollout", "--model", "m", "-o", "x", "--config", f, "--k", 3])
+    assert r.exit_code != 0 and "missing" in r.stderr  # --k 3 overrode k = 0; now the dataset is missing
+
+
+@pytest.mark.parametrize("command", ["rollout", "sft"])
+def test_help(command: str) -> None:
+    r = train([command, "--help"], env={"COLUMNS": "250"})
+    assert r.exit_code == 0 and "--config" in r.stdout and "(default: 1" in r.stdout
