@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "ingest_cmds",
     "export_cmds",
     "stats_cmd",
+    "hub_cmds",
     "judge_cmd",
 ]
 

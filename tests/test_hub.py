@@ -1,0 +1,192 @@
+"""`ares-data push / pull` with the real huggingface_hub client against the fake Hub on loopback."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ares_data.cards import card_metadata
+from ares_data.hub import content_fingerprint
+from ares_data.stats import read_table
+from ares_data.store import Store
+from ares_data.testing.fake_hub import FakeHub
+from ares_data.testing.lineage import build_lineage, score_rows
+from tests.helpers import data
+
+TOKEN = "hf_fakeTOKENvalue1234567890"
+REPO = "me/ares-scores"
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    import huggingface_hub.constants as constants
+
+    # the fake Hub speaks the LFS upload protocol, not Xet; conftest sets offline mode for everything else
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with FakeHub(token=TOKEN) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.setenv("HF_TOKEN", TOKEN)
+        yield server
+
+
+@pytest.fixture
+def lineage(store_dir: Path) -> dict:
+    return build_lineage(Store(store_dir))
+
+
+def _push(*extra: str) -> dict:
+    r = data(["push", "scores", "--repo", REPO, "--with-parents", "--json", *extra])
+    assert r.exit_code == 0, r.output
+    return r.json()
+
+
+def test_push_uploads_parquet_card_manifests_and_tag(hub: FakeHub, lineage: dict) -> None:
+    out = _push()
+    repo = hub.repos[REPO]
+    files = repo.files("v1")
+    assert out["tag"] == "v1" and repo.tags["v1"] == out["commit"] == repo.branches["main"]
+    assert set(files) == {
+        ".gitattributes", "README.md", "assets/scores-scores.png",
+        "ares/scores/manifest.json", "ares/rationales/manifest.json", "ares/problems/manifest.json",
+        "data/scores/train-00000-of-00001.parquet", "data/rationales/train-00000-of-00001.parquet",
+        "data/problems/train-00000-of-00001.parquet",
+    }
+    assert repo.commits[out["commit"]].message == "ares-data push scores@v1"
+    # binary files went through the LFS batch + PUT path, each exactly once
+    assert len(hub.lfs_uploads) == 4 == len(set(hub.lfs_uploads))
+    table = pq.read_table(io.BytesIO(files["data/scores/train-00000-of-00001.parquet"]))
+    assert table.num_rows == 18 and table.column("scores").to_pylist() == lineage["scores"].load()["scores"]
+    manifest = json.loads(files["ares/scores/manifest.json"])
+    assert manifest["fingerprint"] == lineage["scores"].fingerprint
+    assert manifest["content_fingerprint"] == content_fingerprint("scores", table)
+    meta = card_metadata(files["README.md"].decode())
+    assert [c["config_name"] for c in meta["configs"]] == ["scores", "rationales", "problems"]
+    assert f"{hub.url}/datasets/{REPO}/resolve/v1/assets/scores-scores.png" in files["README.md"].decode()
+    for path, blob in files.items():  # the token is never written anywhere
+        assert TOKEN.encode() not in blob, path
+
+
+def test_failed_push_resumes_without_reuploading(hub: FakeHub, lineage: dict) -> None:
+    hub.fail["commit"] = 1
+    r = data(["push", "scores", "--repo", REPO])
+    assert r.exit_code == 1 and "Error: push failed: the Hub answered 500" in r.stderr
+    assert "re-run" in r.stderr
+    assert TOKEN not in r.output
+    uploaded = list(hub.lfs_uploads)
+    assert len(uploaded) == 2  # scores shard + plot reached LFS storage before the commit failed
+    assert "v1" not in hub.repos[REPO].tags
+    r = data(["push", "scores", "--repo", REPO, "--json"])
+    assert r.exit_code == 0, r.output
+    assert hub.lfs_uploads == uploaded  # nothing sent twice
+    assert hub.repos[REPO].tags["v1"] == r.json()["commit"]
+    assert ("PUT", f"/lfs-upload/{uploaded[0]}") in hub.requests
+
+
+def test_push_again_is_a_no_op_and_new_versions_get_their_own_tag(hub: FakeHub, lineage: dict,
+                                                                   store_dir: Path) -> None:
+    first = _push()
+    commits = len(hub.repos[REPO].commits)
+    again = _push()
+    assert again["uploaded"] == [] and again["commit"] == first["commit"]
+    assert len(hub.repos[REPO].commits) == commits and len(hub.lfs_uploads) == 4
+    store = Store(store_dir)
+    rows = score_rows([r for r in lineage["rationales"].load()], seed=1)
+    v2 = store.publish("scores", "scores", rows, parents=[lineage["rationales"]])
+    out = _push()
+    assert out["tag"] == "v2" and v2.version == 2
+    assert set(out["unchanged"]) >= {"data/problems/train-00000-of-00001.parquet",
+                                     "data/rationales/train-00000-of-00001.parquet"}
+    repo = hub.repos[REPO]
+    shard = "data/scores/train-00000-of-00001.parquet"
+    assert repo.files("v1")[shard] != repo.files("v2")[shard]  # the v1 tag still serves v1
+
+
+def test_pushed_layout_loads_with_datasets(hub: FakeHub, lineage: dict, tmp_path: Path) -> None:
+    _push()
+    from datasets import Image, load_dataset
+    from huggingface_hub import snapshot_download
+
+    local = snapshot_download(REPO, repo_type="dataset", revision="v1", endpoint=hub.url, token=TOKEN,
+                              local_dir=str(tmp_path / "copy"))
+    scores = load_dataset(local, split="train")  # the default config
+    assert scores["rationale_id"] == lineage["scores"].load()["rationale_id"]
+    problems = load_dataset(local, "problems", split="train")
+    assert isinstance(problems.features["image"], Image) and problems[0]["image"].size == (8, 8)
+
+
+def test_pull_round_trip_verifies_fingerprints(hub: FakeHub, lineage: dict, tmp_path: Path) -> None:
+    _push()
+    other = tmp_path / "other-store"
+    r = data(["pull", f"{REPO}@v1", "-o", "shared-scores", "--store", other, "--json"])
+    assert r.exit_code == 0, r.output
+    assert [v["ref"] for v in r.json()] == ["sqa@v1", "rats@v1", "shared-scores@v1"]
+    store = Store(other)
+    pulled = store.resolve("shared-scores")
+    assert pulled.manifest["parents"][0]["ref"] == "rats@v1"  # lineage relinked locally
+    assert store.parent_chain(pulled, "problems").ref == "sqa@v1"
+    src = pulled.manifest["pulled_from"]
+    assert src["repo"] == REPO and src["revision"] == "v1"
+    assert src["fingerprint"] == lineage["scores"].fingerprint
+    for kind, original in lineage.items():
+        if kind == "corrections":
+            continue
+        local = store.parent_chain(pulled, kind)
+        assert read_table(local).to_pylist() == read_table(original).to_pylist()
+        assert content_fingerprint(kind, read_table(local)) == content_fingerprint(kind, read_table(original))
+    assert pulled.manifest["teacher"] == lineage["scores"].manifest["teacher"]
+
+
+def test_pull_refuses_tampered_data(hub: FakeHub, lineage: dict, tmp_path: Path) -> None:
+    _push()
+    repo = hub.repos[REPO]
+    head = repo.commits[repo.tags["v1"]]
+    path = "data/scores/train-00000-of-00001.parquet"
+    table = pq.read_table(io.BytesIO(head.files[path].data))
+    zeros = [[0.0] * len(s) for s in table.column("scores").to_pylist()]
+    scores = pa.array(zeros, table.schema.field("scores").type)
+    buf = io.BytesIO()
+    pq.write_table(table.set_column(table.schema.get_field_index("scores"), "scores", scores), buf)
+    head.files[path].data = buf.getvalue()
+    r = data(["pull", f"{REPO}@v1", "--store", tmp_path / "s2"])
+    assert r.exit_code == 1 and "content fingerprint mismatch" in r.stderr
+    assert Store(tmp_path / "s2").versions("scores") == []  # nothing half-published
+
+
+def test_hub_errors_are_clear(hub: FakeHub, lineage: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    r = data(["push", "scores", "--repo", REPO], env={"HF_TOKEN": "hf_wrong"})
+    assert r.exit_code == 1 and "401" in r.stderr and "HF_TOKEN" in r.stderr and "hf_wrong" not in r.output
+    r = data(["push", "scores", "--repo", REPO], env={"HF_ENDPOINT": "http://127.0.0.1:9"})
+    assert r.exit_code == 1 and "cannot talk to the Hub at http://127.0.0.1:9" in r.stderr
+    r = data(["push", "scores", "--repo", "not a repo"])
+    assert r.exit_code == 2 and "invalid Hub repo" in r.stderr
+    r = data(["pull", "me/missing"])
+    assert r.exit_code == 1 and "not found" in r.stderr
+    _push()
+    r = data(["pull", f"{REPO}@v9"])
+    assert r.exit_code == 1 and "no such revision" in r.stderr
+    monkeypatch.delenv("HF_TOKEN")
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", "/nonexistent/token")
+    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", "/nonexistent/stored_tokens")
+    r = data(["push", "scores", "--repo", REPO])
+    assert r.exit_code == 1 and "no Hugging Face token" in r.stderr
+
+
+def test_tag_with_other_content_is_refused(hub: FakeHub, lineage: dict, tmp_path: Path) -> None:
+    _push()
+    other = Store(tmp_path / "elsewhere")
+    build_lineage(other, n_problems=3)
+    r = data(["push", "scores", "--repo", REPO, "--store", other.root])
+    assert r.exit_code == 1 and "tag v1 already exists" in r.stderr
+
+
+@pytest.mark.parametrize("cmd", ["push", "pull", "card"])
+def test_help(cmd: str) -> None:
+    assert data([cmd, "--help"]).exit_code == 0
