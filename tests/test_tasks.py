@@ -52,6 +52,9 @@ def test_custom_prompt_file(tmp_path: Path) -> None:
     path = tmp_path / "mine.txt"
     path.write_text("<<system>>\nBe strict.\n<<user>>\nQ: {{question}}\n{{sentences}}\nJSON please.\n")
     task = ScoreTask(prompt_path=path)
+    crlf = tmp_path / "crlf.txt"
+    crlf.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
+    assert ScoreTask(prompt_path=crlf).build(PROBLEM, RATIONALE).system == "Be strict."
     assert task.prompt_sha == hashlib.sha256(path.read_bytes()).hexdigest() != ScoreTask().prompt_sha
     request = task.build(PROBLEM, RATIONALE)
     assert request.system == "Be strict."

@@ -186,6 +186,16 @@ def test_batch_round_trip_with_a_per_request_error(server, provider: str) -> Non
     assert isinstance(results["s-2"], str) and "errored" in results["s-2"]
 
 
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_batches_with_duplicate_or_invalid_custom_ids_are_rejected(server, provider: str) -> None:
+    request = ScoreTask(include_images=False).build(PROBLEM, RATIONALE)
+    bad_ids = [["dup", "dup"]] + ([["has space"]] if provider == "anthropic" else [])
+    for ids in bad_ids:
+        with pytest.raises(FatalTeacherError) as err:
+            asyncio.run(teacher(server, provider).submit_batch([(i, request) for i in ids]))
+        assert err.value.status == 400 and "custom_id" in str(err.value)
+
+
 def test_stats_count_repeated_requests_and_never_keep_keys(server) -> None:
     request = ScoreTask(include_images=False).build(PROBLEM, RATIONALE)
     for provider in PROVIDERS:

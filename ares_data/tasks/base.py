@@ -56,7 +56,10 @@ def load_template(path: Path, required: set[str]) -> tuple[str, str, str]:
         raw = Path(path).read_bytes()
     except OSError as e:
         raise ConfigError(f"cannot read prompt template {path}: {e.strerror or e}") from None
-    text = raw.decode("utf-8")
+    try:
+        text = raw.decode("utf-8").replace("\r\n", "\n")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: a prompt template must be UTF-8 ({e.reason} at byte {e.start})") from None
     m = re.match(r"\s*<<system>>\n(.*?)\n<<user>>\n(.*)\Z", text, re.S)
     if not m:
         raise ConfigError(

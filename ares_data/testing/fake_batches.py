@@ -8,6 +8,7 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import json
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -36,6 +37,22 @@ class _Batch:
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+_ANTHROPIC_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _bad_custom_ids(ids: list, *, anthropic: bool) -> str | None:
+    """What the real APIs reject: missing or duplicate custom ids (and, for Anthropic, ids outside
+    ^[A-Za-z0-9_-]{1,64}$)."""
+    if not ids:
+        return "a batch needs at least one request"
+    for cid in ids:
+        if not isinstance(cid, str) or not cid or (anthropic and not _ANTHROPIC_ID.fullmatch(cid)):
+            return f"invalid custom_id {cid!r}"
+    if len(set(ids)) != len(ids):
+        return "custom_id values must be unique within a batch"
+    return None
 
 
 def parse_multipart(req: HttpRequest) -> dict[str, tuple[str | None, bytes]]:
@@ -117,6 +134,11 @@ class BatchStore:
 
     # -- Anthropic --------------------------------------------------------------------------------
     def _anthropic_create(self, body: dict) -> HttpResponse:
+        problem = _bad_custom_ids([item.get("custom_id") for item in body["requests"]], anthropic=True)
+        if problem:
+            return self._json(
+                {"type": "error", "error": {"type": "invalid_request_error", "message": problem}}, 400
+            )
         b = _Batch("msgbatch_" + uuid.uuid4().hex[:24], "anthropic", time.time())
         for item in body["requests"]:
             b.results.append(
@@ -202,12 +224,12 @@ class BatchStore:
             input_file_id=body["input_file_id"],
             endpoint=body.get("endpoint", "/v1/chat/completions"),
         )
-        for line in content.decode().splitlines():
-            if line.strip():
-                item = json.loads(line)
-                b.results.append(
-                    {"custom_id": item["custom_id"], **self._answer_item("openai", item["body"])}
-                )
+        items = [json.loads(line) for line in content.decode().splitlines() if line.strip()]
+        problem = _bad_custom_ids([item.get("custom_id") for item in items], anthropic=False)
+        if problem:
+            return self._json({"error": {"message": problem, "type": "invalid_request_error"}}, 400)
+        for item in items:
+            b.results.append({"custom_id": item["custom_id"], **self._answer_item("openai", item["body"])})
         out, err = [], []
         for r in b.results:
             rid = "batch_req_" + uuid.uuid4().hex[:16]
