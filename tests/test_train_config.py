@@ -73,3 +73,18 @@ def test_cli_config_file_override_and_unknown_key(tmp_path: Path) -> None:
 def test_help(command: str) -> None:
     r = train([command, "--help"], env={"COLUMNS": "250"})
     assert r.exit_code == 0 and "--config" in r.stdout and "(default: 1" in r.stdout
+
+
+@pytest.mark.parametrize("name,kind", [("deepspeed_zero2", "DEEPSPEED"), ("deepspeed_zero3", "DEEPSPEED"),
+                                       ("fsdp", "FSDP")])
+def test_shipped_accelerate_configs_parse(name: str, kind: str) -> None:
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    from ares_train.configs import config_path
+
+    cfg = ClusterConfig.from_yaml_file(str(config_path(name)))
+    assert cfg.distributed_type.value == kind and cfg.mixed_precision == "bf16"
+    if kind == "DEEPSPEED":
+        assert cfg.deepspeed_config["zero_stage"] == int(name[-1])
+    else:
+        assert cfg.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
