@@ -129,7 +129,10 @@ def provenance(version: Version, configs: list[CardConfig], repo: str | None, en
         lines.append(f"- teacher: provider `{teacher[0]}`, model `{teacher[1]}`")
     command = m.get("command")
     if command:
-        lines.append(f"- command:\n\n  ```\n  {shlex.join(str(c) for c in command)}\n  ```")
+        argv = [str(c) for c in command]
+        if argv and "/" in argv[0]:
+            argv[0] = argv[0].rsplit("/", 1)[1]  # the console script's name, not this machine's path
+        lines.append(f"- command:\n\n  ```\n  {shlex.join(argv)}\n  ```")
     sha = m.get("prompt_sha") or m.get("params", {}).get("prompt_sha")
     if sha:
         lines.append(f"- prompt template sha256: `{sha}`")
@@ -224,7 +227,7 @@ def render_card(store: Store, version: Version, *, configs: list[CardConfig] | N
                 repo: str | None = None, tag: str | None = None, license: str = "other",
                 stats: dict[str, Any] | None = None, image: str | None = None, endpoint: str = HUB) -> str:
     """The README.md (YAML block + Markdown) for `version`, pushed as the default config of `configs`."""
-    configs = configs or [CardConfig(_base(version.kind), version, default=True)]
+    configs = configs or [CardConfig(version.kind, version, default=True)]
     if stats is None and version.kind in ("scores", "corrections", "rationales"):
         from .stats import compute
 

@@ -190,3 +190,36 @@ def test_tag_with_other_content_is_refused(hub: FakeHub, lineage: dict, tmp_path
 @pytest.mark.parametrize("cmd", ["push", "pull", "card"])
 def test_help(cmd: str) -> None:
     assert data([cmd, "--help"]).exit_code == 0
+
+
+def test_real_pipeline_to_hub_and_back(hub: FakeHub, store_dir: Path, tmp_path: Path) -> None:
+    """ingest -> import-rationales -> score/correct (offline teacher) -> export/stats/card -> push -> pull."""
+    from ares_data.sample import RATIONALES, SAMPLE_DIR
+
+    steps = [
+        ["ingest", "scienceqa", SAMPLE_DIR, "-o", "sqa"],
+        ["import-rationales", RATIONALES, "--problems", "sqa", "-o", "rats"],
+        ["score", "rats", "--teacher", "reference", "-o", "scores", "--json"],
+        ["correct", "rats", "--teacher", "reference", "-o", "fixes", "--json"],
+        ["export", "dpo", "scores", "-o", "dpo", "--pair-by", "answer", "--json"],
+        ["export", "sft", "fixes", "-o", "sft", "--json"],
+    ]
+    for args in steps:
+        r = data(args)
+        assert r.exit_code == 0, (args, r.output)
+    st = data(["stats", "scores", "--by", "subject", "--json"]).json()
+    assert st["rows"] == 97 and sum(g["rows"] for g in st["by"]["groups"]) == 97
+    card = data(["card", "scores"]).stdout
+    assert "provider `reference`" in card and "You are a careful teacher" in card
+    r = data(["push", "dpo", "--repo", "me/sqa-dpo", "--with-parents", "--json"])
+    assert r.exit_code == 0, r.output
+    assert r.json()["configs"] == {"dpo": "dpo@v1", "scores": "scores@v1", "rationales": "rats@v1",
+                                   "problems": "sqa@v1"}
+    r = data(["pull", "me/sqa-dpo@v1", "--store", tmp_path / "mirror", "--json"])
+    assert r.exit_code == 0, r.output
+    mirror = Store(tmp_path / "mirror")
+    for name in ("dpo", "scores", "rats", "sqa"):
+        ours, theirs = Store(store_dir).resolve(name), mirror.resolve(name)
+        assert read_table(ours).to_pylist() == read_table(theirs).to_pylist(), name
+    dpo = mirror.resolve("dpo")
+    assert dpo.kind == "dpo" and mirror.parent_chain(dpo, "problems").ref == "sqa@v1"
