@@ -54,7 +54,11 @@ class OpenAITeacher(SDKTeacher):
         if request.system:
             messages.append({"role": "system", "content": request.system})
         for m in request.messages:
-            messages.append({"role": m["role"], "content": [_part(b) for b in m["content"]]})
+            blocks = m["content"]
+            if all(b["type"] == "text" for b in blocks):  # plain strings suit every compatible server
+                messages.append({"role": m["role"], "content": "\n\n".join(b["text"] for b in blocks)})
+            else:
+                messages.append({"role": m["role"], "content": [_part(b) for b in blocks]})
         # api.openai.com wants max_completion_tokens (reasoning models reject max_tokens); compatible
         # servers (vLLM, Ollama, LM Studio) reliably understand max_tokens.
         limit_key = "max_completion_tokens" if self.is_openai else "max_tokens"
