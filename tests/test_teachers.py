@@ -219,3 +219,15 @@ def test_reference_batches_survive_a_new_process(monkeypatch: pytest.MonkeyPatch
     assert results["two"].startswith("errored:")
     with pytest.raises(FatalTeacherError, match="unknown reference batch"):
         asyncio.run(fresh.batch_status("refbatch_" + "0" * 24))
+
+
+def test_error_messages_never_carry_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ares_data.teachers.headers import status_error
+
+    key = "sk-proj-abcdefghijklmnopqrstuvwx"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    err = status_error(
+        "openai", 401, f"Incorrect API key provided: {key[:12]}****uvwx. Or {key}", {}, "OPENAI_API_KEY"
+    )
+    assert isinstance(err, FatalTeacherError) and "sk-proj-abcd" not in str(err) and key not in str(err)
+    assert "OPENAI_API_KEY" in err.hint

@@ -8,6 +8,9 @@ import time
 from collections.abc import Mapping
 from datetime import datetime
 
+from ..redact import redact_text
+from .base import FatalTeacherError, RetryableError
+
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -103,9 +106,8 @@ def status_error(
     provider: str, status: int, message: str, headers: Mapping[str, str] | None, key_env_var: str | None
 ) -> Exception:
     """One mapping from an HTTP error status to RetryableError / FatalTeacherError."""
-    from .base import FatalTeacherError, RetryableError
-
-    text = f"{provider} HTTP {status}: {message}"
+    # providers sometimes echo a masked key ("Incorrect API key provided: sk-ab***yz"): never pass it on
+    text = redact_text(f"{provider} HTTP {status}: {message}")
     if status in RETRYABLE_STATUS or status >= 500:
         return RetryableError(text, retry_after=parse_retry_after(headers), status=status)
     hint = _FATAL_HINTS.get(status, "see the provider's error message above")
