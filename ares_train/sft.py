@@ -59,6 +59,10 @@ class SFTConfig(LoraFields):
             warnings.append(f"lr={self.lr} is very low for LoRA; adapters usually train at 1e-4..2e-4")
         if not self.lora_r and self.lr > 1e-3:
             warnings.append(f"lr={self.lr} is high for full fine-tuning; try 1e-5..5e-5 or use --lora-r")
+        out = Path(self.output_dir)
+        if not self.resume and any(out.glob("checkpoint-*")):
+            warnings.append(f"{out} holds checkpoints of an earlier run that this run will overwrite; pass "
+                            "--resume to continue it, or choose another -o")
         return warnings
 
 

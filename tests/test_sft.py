@@ -88,6 +88,12 @@ def test_sft_lora_changes_only_adapter_and_merges(env: dict[str, Any], tmp_path:
         assert not torch.allclose(merged(ids).logits, load_policy(env["bpe"]).model(ids).logits, atol=1e-5)
     manifest = json.loads((tmp_path / "o" / MANIFEST).read_text())
     assert manifest["lora"] and manifest["weights_fingerprint"] == weights_fingerprint(adapter)
+    # a rollout of the adapter records the adapter's fingerprint (what PPO checks against)
+    r = train(["--store", env["store"], "rollout", "--model", tmp_path / "o", "--problems", "sqa", "-o", "ra",
+               "--k", 1, "--limit", 2, "--max-new-tokens", 4, "--json"])
+    assert r.exit_code == 0, r.output
+    fp = r.json()["generator_fingerprint"]
+    assert fp == manifest["weights_fingerprint"] != manifest["base_fingerprint"]
 
 
 def test_sft_vlm_with_images(env: dict[str, Any], tmp_path: Path) -> None:
@@ -105,6 +111,9 @@ def test_sft_resume(env: dict[str, Any], tmp_path: Path) -> None:
                   "--resume")
     assert resumed["steps"] == 4
     assert resumed["losses"][:2] == first["losses"]  # the history of the first run was carried over
+    r = train(["--store", env["store"], "sft", "--model", env["bpe"], "--corrections", "few",
+               "-o", tmp_path / "o", "--max-steps", 1])
+    assert r.exit_code == 0 and "Warning:" in r.stderr and "--resume" in r.stderr
     r = train(["--store", env["store"], "sft", "--model", env["bpe"], "--corrections", "few",
                "-o", tmp_path / "empty", "--resume"])
     assert r.exit_code == 1 and "no checkpoint" in r.stderr
