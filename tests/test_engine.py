@@ -246,3 +246,29 @@ def test_limiter_tokens_per_window_and_pause() -> None:
     for i, s in enumerate(stamps):
         assert 40 * sum(1 for x in stamps[i:] if x < s + 0.5) <= 100
     assert paused >= 0.25
+
+
+def test_provider_remaining_zero_pauses_every_worker_until_reset() -> None:
+    class Exhausted(FakeTeacher):
+        async def send(self, request: Request) -> Reply:
+            reply = await super().send(request)
+            self.stamps.append(time.monotonic())
+            first = len(self.stamps) == 1
+            self._rate_limit = {"requests_remaining": 0 if first else 5, "requests_reset_s": 0.4}
+            return reply
+
+    t = Exhausted()
+    t.stamps = []
+    rows = run(t, items(["a", "b", "c"]), concurrency=1)
+    assert all(r["status"] == "ok" for r in rows)
+    assert t.stamps[1] - t.stamps[0] >= 0.35 and t.stamps[2] - t.stamps[1] < 0.3
+
+
+def test_unknown_model_costs_zero_with_a_warning() -> None:
+    from ares_data.engine import Engine, EngineConfig
+
+    t = FakeTeacher(model="mystery-model")
+    engine = Engine(t, FakeTask(), EngineConfig())
+    assert engine.price.cost(1000, 1000) == 0 and "mystery-model" in engine.warnings[0]
+    rows = run(t, items(["a"]))
+    assert rows[0]["cost_usd"] == 0 and rows[0]["input_tokens"] == 100

@@ -1,0 +1,67 @@
+"""Teacher-engine throughput: `ares-data score` against the fake server with 200 ms latency.
+
+    python bench/engine_throughput.py                       # 3000 requests at concurrency 64 + baseline
+    python bench/engine_throughput.py --provider openai --requests 2000
+
+Every rationale is distinct (no cache or de-duplication help) and each run uses a fresh store, so every
+request goes over HTTP through the official SDK to a fake server in another process. The ideal rate is
+concurrency / latency (64 / 0.2 s = 320 requests/s). The baseline is one request at a time (what the
+original ARES scripts did): ideal 5 requests/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from engine_common import env, make_store, server_process
+
+TEACHERS = {"anthropic": "anthropic:claude-3-haiku-20240307", "openai": "openai:gpt-4o-mini"}
+
+
+def score_run(srv, provider: str, n: int, concurrency: int) -> dict:  # noqa: ANN001
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "store"
+        make_store(root, n)
+        base = srv.anthropic_base_url if provider == "anthropic" else srv.openai_base_url
+        cmd = [sys.executable, "-m", "ares_data.cli", "score", "rats", "--teacher", TEACHERS[provider],
+               "--base-url", base, "--concurrency", str(concurrency), "--json"]
+        out = subprocess.run(cmd, env=env(root), capture_output=True, text=True, check=True)
+        return json.loads(out.stdout)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--provider", choices=sorted(TEACHERS), default="anthropic")
+    p.add_argument("--requests", type=int, default=3000)
+    p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--latency-ms", type=float, default=200.0)
+    p.add_argument("--baseline-requests", type=int, default=30)
+    a = p.parse_args()
+    with server_process(a.latency_ms) as srv:
+        fast = score_run(srv, a.provider, a.requests, a.concurrency)
+        base = score_run(srv, a.provider, a.baseline_requests, 1)
+    ideal = a.concurrency / (a.latency_ms / 1000.0)
+    rows = [
+        ("concurrency", a.concurrency, 1),
+        ("requests sent", fast["sent"], base["sent"]),
+        ("elapsed (s)", fast["elapsed_s"], base["elapsed_s"]),
+        ("requests/s", fast["requests_per_s"], base["requests_per_s"]),
+        ("ideal requests/s", ideal, 1000.0 / a.latency_ms),
+        ("% of ideal", round(100 * fast["requests_per_s"] / ideal, 1),
+         round(100 * base["requests_per_s"] * a.latency_ms / 1000.0, 1)),
+    ]
+    print(f"provider {a.provider}, latency {a.latency_ms:g} ms, "
+          f"failed rows {fast['failed']}+{base['failed']}")
+    print("| | engine | one at a time |\n|---|---|---|")
+    for name, x, y in rows:
+        print(f"| {name} | {x} | {y} |")
+    print(f"speed-up over one-at-a-time: {fast['requests_per_s'] / base['requests_per_s']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
