@@ -159,11 +159,12 @@ def _dedup_digests(tensors: list[Any]) -> list[str]:
 
 
 def _files_fingerprint(files: list[Path], salt: str = "") -> str:
-    from safetensors.torch import load_file
+    from safetensors import safe_open
 
     digests = []
     for f in files:
-        digests += [_tensor_digest(t) for t in load_file(str(f)).values()]
+        with safe_open(str(f), framework="pt") as st:  # one tensor at a time: shards are never held whole
+            digests += [_tensor_digest(st.get_tensor(name)) for name in st.keys()]  # noqa: SIM118
     return _combine(digests, salt)
 
 

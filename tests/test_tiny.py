@@ -60,3 +60,25 @@ def test_tiny_vlm_loads_and_generates_with_an_image(tmp_path: Path) -> None:
     other = proc(images=[Image.new("RGB", (40, 30), (0, 0, 255))], text=[prompt], return_tensors="pt")
     with torch.no_grad():
         assert not torch.allclose(model(**enc).logits, model(**other).logits)
+
+
+def test_weights_fingerprint_folder_model_and_adapter(tmp_path: Path) -> None:
+    from ares_train.config import LoraOptions
+    from ares_train.modeling import load_policy, weights_fingerprint
+
+    path = build_tiny_text_model(tmp_path / "m", tokenizer_kind="sentencepiece")
+    policy = load_policy(path)
+    fp = weights_fingerprint(path)
+    assert weights_fingerprint(policy) == fp == weights_fingerprint(policy.model)
+    with torch.no_grad():
+        next(policy.model.parameters()).add_(1e-3)
+    assert weights_fingerprint(policy) != fp
+    lora = load_policy(path, lora=LoraOptions(r=4))
+    with torch.no_grad():  # make the adapter non-trivial
+        for name, p in lora.model.named_parameters():
+            if "lora_B" in name:
+                p.fill_(0.01)
+    lora.model.save_pretrained(tmp_path / "adapter")
+    adapter_fp = weights_fingerprint(lora)
+    assert adapter_fp == weights_fingerprint(tmp_path / "adapter") != fp
+    assert weights_fingerprint(load_policy(tmp_path / "adapter")) == adapter_fp
