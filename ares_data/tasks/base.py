@@ -12,7 +12,8 @@ reference_rationale. An unknown placeholder is a ConfigError naming the file.
 
 Every user message ends with a `<ares_task_data>` block: a compact JSON copy of the task inputs. It makes a
 request self-describing, which is what lets the offline reference teacher and the fake teacher server answer
-through the same path as a real provider.
+through the same path as a real provider. The block costs a few hundred input tokens per request (the
+reference rationale is capped at MAX_REFERENCE_CHARS); `--dry-run` estimates include it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any, ClassVar
 from ..errors import ConfigError
 from ..teachers.base import Reply, Request
 
+MAX_REFERENCE_CHARS = 2000  # caps what the task-data block adds to a request (~500 tokens at most)
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 DATA_OPEN, DATA_CLOSE = "<ares_task_data>", "</ares_task_data>"
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
@@ -194,9 +196,8 @@ class Task(ABC):
             "choices": list(problem.get("choices") or []),
             "answer_index": problem.get("answer_index"),
             "answer": problem.get("answer") or "",
-            "reference": problem.get("reference_rationale") or "",
+            "reference": (problem.get("reference_rationale") or "")[:MAX_REFERENCE_CHARS],
             "sentences": sentence_texts(rationale),
-            "text": rationale.get("text") or "",
         }
 
     def build(self, problem: dict, rationale: dict) -> Request:
