@@ -270,7 +270,7 @@ def push(store: Store, ref: str, repo: str, *, private: bool = False, with_paren
         build_folder(store, configs, folder, repo=repo, tag=tag, license=license,
                      max_shard_bytes=max_shard_bytes)
         with hub_errors("push", repo):
-            url = str(api.create_repo(repo, repo_type="dataset", private=private, exist_ok=True))
+            url = str(api.create_repo(repo, repo_type="dataset", private=private or None, exist_ok=True))
             tags = {t.name: t.target_commit for t in api.list_repo_refs(repo, repo_type="dataset").tags}
             if tag in tags:  # pushed before: fine when it is the same content, refused otherwise
                 _check_tagged(api, repo, tag, folder / "ares" / version.kind / "manifest.json")

@@ -120,6 +120,32 @@ def test_pushed_layout_loads_with_datasets(hub: FakeHub, lineage: dict, tmp_path
     assert isinstance(problems.features["image"], Image) and problems[0]["image"].size == (8, 8)
 
 
+def test_load_dataset_by_tag_from_the_hub(hub: FakeHub, lineage: dict, store_dir: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """`load_dataset(repo, revision="v1")` itself, through datasets' Hub file system, gets exactly v1."""
+    import datasets.config
+    import huggingface_hub.constants as constants
+    from datasets import load_dataset
+
+    # both libraries read HF_ENDPOINT at import time; point them at the fake Hub for this test
+    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+    template = hub.url + "/{repo_id}/resolve/{revision}/{filename}"
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+    monkeypatch.setattr(datasets.config, "HF_ENDPOINT", hub.url)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    _push()
+    rows = score_rows(list(lineage["rationales"].load()), seed=1)
+    Store(store_dir).publish("scores", "scores", rows, parents=[lineage["rationales"]])
+    _push()
+    cache = str(tmp_path / "hf-cache")
+    v1 = load_dataset(REPO, revision="v1", split="train", cache_dir=cache)
+    v2 = load_dataset(REPO, revision="v2", split="train", cache_dir=cache)
+    assert v1["scores"] == lineage["scores"].load()["scores"]
+    assert v2["scores"] == Store(store_dir).load("scores@v2")["scores"] and v1["scores"] != v2["scores"]
+    problems = load_dataset(REPO, "problems", revision="v1", split="train", cache_dir=cache)
+    assert problems["problem_id"] == lineage["problems"].load()["problem_id"]
+
+
 def test_pull_round_trip_verifies_fingerprints(hub: FakeHub, lineage: dict, tmp_path: Path) -> None:
     _push()
     other = tmp_path / "other-store"
@@ -223,3 +249,23 @@ def test_real_pipeline_to_hub_and_back(hub: FakeHub, store_dir: Path, tmp_path: 
         assert read_table(ours).to_pylist() == read_table(theirs).to_pylist(), name
     dpo = mirror.resolve("dpo")
     assert dpo.kind == "dpo" and mirror.parent_chain(dpo, "problems").ref == "sqa@v1"
+
+
+def test_large_data_is_sharded_and_private_repos(hub: FakeHub, lineage: dict, store_dir: Path,
+                                                 tmp_path: Path) -> None:
+    from datasets import load_dataset
+    from huggingface_hub import snapshot_download
+
+    from ares_data.hub import push
+
+    res = push(Store(store_dir), "scores", "me/sharded", private=True, max_shard_bytes=2_000)
+    shards = sorted(p for p in hub.repos["me/sharded"].files("v1") if p.startswith("data/scores/"))
+    assert len(shards) > 1 and shards[0] == f"data/scores/train-00000-of-{len(shards):05d}.parquet"
+    assert hub.repos["me/sharded"].private and res.tag == "v1"
+    local = snapshot_download("me/sharded", repo_type="dataset", revision="v1", endpoint=hub.url, token=TOKEN,
+                              local_dir=str(tmp_path / "copy"))
+    assert load_dataset(local, split="train")["rationale_id"] == lineage["scores"].load()["rationale_id"]
+    r = data(["pull", "me/sharded", "--store", tmp_path / "s"], env={"HF_TOKEN": ""})
+    assert r.exit_code == 1 and "not found" in r.stderr  # private: invisible without the token
+    r = data(["pull", "me/sharded", "--store", tmp_path / "s"])
+    assert r.exit_code == 0, r.output

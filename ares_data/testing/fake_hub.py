@@ -250,7 +250,8 @@ class _Handler(BaseHTTPRequestHandler):
         with self.server_hub.lock:
             if repo_id in self.server_hub.repos:
                 return self._send(409, {"error": "You already created this dataset repo", "url": url})
-            repo = Repo(repo_id, p.get("type") or "model", bool(p.get("private")))
+            private = p.get("visibility") == "private" or bool(p.get("private"))
+            repo = Repo(repo_id, p.get("type") or "model", private)
             repo.commit("initial commit", {".gitattributes": Blob(b"*.parquet filter=lfs\n", False)})
             self.server_hub.repos[repo_id] = repo
         self._send(200, {"url": url, "name": repo_id})
