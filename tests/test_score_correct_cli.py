@@ -96,7 +96,8 @@ def test_correct_and_no_images(store_dir: Path, srv) -> None:  # noqa: ANN001
 
 def test_fault_mix_every_row_ok_or_failed_with_reason(store_dir: Path, srv) -> None:  # noqa: ANN001
     s = make_rationales(store_dir, n_problems=15, k=4, unique=True)  # 60 rows, >= 45 distinct requests
-    srv.set_faults(fault_rate=0.2, faults=["429", "529", "500", "hang", "malformed", "wronglen"], seed=3)
+    srv.set_faults(fault_rate=0.2, seed=3, faults=["429", "529", "500", "hang", "malformed", "wronglen",
+                                                  "drop", "truncate", "badjson"])
     r = score("--timeout", "0.4", "--max-attempts", "4", "--json", srv=srv)
     assert r.exit_code == 0, r.output
     got, rats = rows(s, "rats-scores"), rows(s, "rats")

@@ -114,6 +114,7 @@ def _teacher_command(task_name: str, *, rationales: str | None, teacher: str, ou
         return
     live = _make_teacher(teacher, base_url, engine["timeout"])
     run = RunSpec(s, task_name, task, inputs, name, live, base_url, prompt, pricing, engine, as_json)
+    run.prices_file = prices
     asyncio.run(run.submit() if batch else run.execute(inputs.items()))
 
 
@@ -126,6 +127,7 @@ class RunSpec:
         self.store, self.task_name, self.task, self.inputs, self.name = store, task_name, task, inputs, name
         self.teacher, self.base_url, self.prompt, self.pricing = teacher, base_url, prompt, pricing
         self.engine, self.as_json = engine, as_json
+        self.prices_file: Path | None = None
 
     def params(self) -> dict[str, Any]:
         return {"teacher": self.teacher.spec, "task": self.task_name, "prompt_sha": self.task.prompt_sha,
@@ -176,6 +178,7 @@ class RunSpec:
             "images": self.task.include_images, "rationales": self.inputs.rationales.ref,
             "retry_failed": self.inputs.retry_from.ref if self.inputs.retry_from else None,
             "output": self.name, "engine": self.engine, "requests": len(requests), "custom_ids": mapping,
+            "prices": str(self.prices_file.resolve()) if self.prices_file else None,
         }
         path = save_record(self.store.root, batch_id, record)
         out = {"batch_id": batch_id, "requests": len(requests), "record": str(path),
@@ -189,13 +192,17 @@ class RunSpec:
                             f"record {path}\nnext: {out['next']}")
 
 
+def _batch_teacher(store: Path | None, batch_id: str) -> tuple[Store, dict[str, Any], Any]:
+    s = get_store(store)
+    record = load_record(s.root, batch_id)
+    return s, record, _make_teacher(record["teacher"], record.get("base_url"), record["engine"]["timeout"])
+
+
 @batch_app.command("status")
 def batch_status_cmd(batch_id: Annotated[str, typer.Argument(help="Batch id printed by --batch.")],
                      store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     """Show the provider's progress of a submitted batch."""
-    s = get_store(store)
-    record = load_record(s.root, batch_id)
-    teacher = _make_teacher(record["teacher"], record.get("base_url"), 60.0)
+    s, record, teacher = _batch_teacher(store, batch_id)
 
     async def go() -> dict:
         try:
@@ -219,16 +226,14 @@ def batch_status_cmd(batch_id: Annotated[str, typer.Argument(help="Batch id prin
 def batch_collect_cmd(batch_id: Annotated[str, typer.Argument(help="Batch id printed by --batch.")],
                       output: OutOpt = None, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     """Fetch a finished batch's results and publish the dataset (failed requests become failed rows)."""
-    s = get_store(store)
-    rec = load_record(s.root, batch_id)
+    s, rec, teacher = _batch_teacher(store, batch_id)
     task = _make_task(rec["task"], Path(rec["prompt"]) if rec.get("prompt") else None, rec["images"])
     if task.prompt_sha != rec["prompt_sha"]:
         raise UsageError(f"the prompt template changed since batch {batch_id} was submitted",
                          hint=f"restore {rec.get('prompt') or 'the default prompt'} or submit a new batch")
     inputs = TeacherInputs.resolve(s, rec["rationales"], rec.get("retry_failed"), task.kind)
-    teacher = _make_teacher(rec["teacher"], rec.get("base_url"), rec["engine"]["timeout"])
     run = RunSpec(s, rec["task"], task, inputs, output or rec["output"], teacher, rec.get("base_url"),
-                  None, PriceTable(), rec["engine"], as_json)
+                  None, PriceTable.load(rec.get("prices")), rec["engine"], as_json)
     asyncio.run(_collect(run, batch_id, rec))
 
 
