@@ -252,3 +252,13 @@ def test_command_line_server_and_process_mode() -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_server_module_stays_light() -> None:
+    """The fake server starts in its own process for benchmarks: no SDKs, no datasets, no torch."""
+    code = (
+        "import sys, ares_data.testing.teacher_server; "
+        "print(sorted(m for m in ('anthropic', 'openai', 'datasets', 'torch') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "[]", out.stderr
