@@ -8,6 +8,7 @@ Only replies are stored (never request headers), so no API key can reach the cac
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 from ..teachers.base import Reply
 
 CACHE_DIR = Path(".cache") / "teacher"
+_REPLY_FIELDS = tuple(f.name for f in dataclasses.fields(Reply))
 CACHE_FILE = "replies.sqlite"
 
 
@@ -54,7 +56,8 @@ class RequestCache:
         return self._db.execute("SELECT 1 FROM replies WHERE key = ?", (key,)).fetchone() is not None
 
     def put(self, key: str, reply: Reply, *, attempts: int = 1, batch: bool = False) -> None:
-        blob = json.dumps(reply.to_dict(), ensure_ascii=False, separators=(",", ":"))
+        shallow = {name: getattr(reply, name) for name in _REPLY_FIELDS}  # asdict() deep-copies: slow
+        blob = json.dumps(shallow, ensure_ascii=False, separators=(",", ":"))
         self._db.execute(
             "INSERT OR REPLACE INTO replies (key, reply, attempts, batch, created) VALUES (?, ?, ?, ?, ?)",
             (key, blob, attempts, int(batch), time.time()),
