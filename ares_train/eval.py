@@ -141,8 +141,9 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
 
 
 def select_problems(ds: Any, split: str | None, limit: int | None) -> list[int]:
-    splits = ds["split"]
-    idx = [i for i, s in enumerate(splits) if split in (None, "", "all") or s == split]
+    """Row indices of `split` ("test", "val,test", or None/"all" for every row), at most `limit`."""
+    wanted = None if split in (None, "", "all") else {s.strip() for s in split.split(",")}
+    idx = [i for i, s in enumerate(ds["split"]) if wanted is None or s in wanted]
     return idx[:limit] if limit else idx
 
 

@@ -19,7 +19,7 @@ def eval_cmd(
     model: Annotated[str, typer.Option("--model", help="Model folder (or LoRA adapter folder) to evaluate.")],
     problems: Annotated[str, typer.Option("--problems", help="Problems dataset, NAME or NAME@vN.")],
     output: Annotated[str, typer.Option("-o", "--output", help="Name of the eval dataset.")] = "eval",
-    split: Annotated[str, typer.Option("--split", help="Split to evaluate ('all': every split).")] = "test",
+    split: Annotated[str, typer.Option("--split", help="Split(s): test, val,test or all.")] = "test",
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1,
                                                 help="Token budget of the rationale.")] = 96,
     answer_tokens: Annotated[int, typer.Option(
