@@ -84,8 +84,8 @@ def teacher_stats(df: pl.DataFrame) -> dict[str, Any]:
 
 def score_stats(df: pl.DataFrame) -> dict[str, Any]:
     ok = df.filter((pl.col("status") == "ok") & (pl.col("scores").list.len() > 0)).select("scores")
-    flat = ok.select(pl.int_ranges(0, pl.col("scores").list.len()).alias("pos"), pl.col("scores")) \
-        .explode(["pos", "scores"])
+    flat = (ok.lazy().select(pl.int_ranges(0, pl.col("scores").list.len()).alias("pos"), pl.col("scores"))
+            .explode(["pos", "scores"]).collect())
     s = pl.col("scores")
     summary = flat.select(s.mean().alias("mean"), s.median().alias("median"), s.std().alias("std"),
                           s.min().alias("min"), s.max().alias("max"), pl.len().alias("n")).row(0, named=True)
@@ -111,7 +111,7 @@ def duplicate_rate(df: pl.DataFrame, key: pl.Expr) -> float:
     """Share of rows whose rationale text repeats an earlier one for the same problem."""
     if df.height == 0:
         return 0.0
-    unique = df.select(pl.struct(pl.col("problem_id"), key.hash().alias("h")).n_unique()).item()
+    unique = df.select((pl.col("problem_id").hash() ^ key.hash()).n_unique()).item()  # 64-bit hashes
     return _r(1 - unique / df.height) or 0.0
 
 
