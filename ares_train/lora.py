@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +28,20 @@ def peft_config(options: LoraOptions, *, is_vlm: bool = False) -> Any:
                       target_modules=targets, task_type="CAUSAL_LM")
 
 
+@contextlib.contextmanager
+def quiet_peft() -> Iterator[None]:
+    """peft asks transformers a deprecated question (`is_gradient_checkpointing`); nothing for users to do."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
 def apply_lora(model: Any, options: LoraOptions, *, is_vlm: bool = False) -> Any:
     """`model` wrapped as a trainable PeftModel (only the adapter weights require grad)."""
     from peft import get_peft_model
 
-    return get_peft_model(model, peft_config(options, is_vlm=is_vlm))
+    with quiet_peft():
+        return get_peft_model(model, peft_config(options, is_vlm=is_vlm))
 
 
 def is_peft_model(model: Any) -> bool:

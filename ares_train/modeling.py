@@ -21,7 +21,7 @@ from typing import Any
 from ares_data.errors import InputError, NotFoundError
 
 from .config import LoraOptions
-from .lora import apply_lora, is_adapter_dir, is_peft_model
+from .lora import apply_lora, is_adapter_dir, is_peft_model, quiet_peft
 
 _FP_CACHE: dict[tuple[str, float, int], str] = {}
 
@@ -101,7 +101,8 @@ def load_policy(
     if adapter:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, path, is_trainable=trainable or lora is not None)
+        with quiet_peft():
+            model = PeftModel.from_pretrained(model, path, is_trainable=trainable or lora is not None)
     elif lora is not None:
         model = apply_lora(model, lora, is_vlm=vlm)
     if device:

@@ -162,7 +162,7 @@ def run_sft(store: Store, cfg: SFTConfig, *, progress: Progress | None = None) -
     from transformers import PrinterCallback
     from trl import SFTTrainer
 
-    from .lora import save_merged
+    from .lora import quiet_peft, save_merged
     from .modeling import load_policy, weights_fingerprint
 
     disable_progress_bar()
@@ -178,7 +178,8 @@ def run_sft(store: Store, cfg: SFTConfig, *, progress: Progress | None = None) -
                          processing_class=policy.processing,
                          callbacks=_callbacks(cfg, data, base_fp, progress))
     trainer.remove_callback(PrinterCallback)  # library code never prints; losses are in the summary/logs
-    result = trainer.train(resume_from_checkpoint=True if cfg.resume else None)
+    with quiet_peft():
+        result = trainer.train(resume_from_checkpoint=True if cfg.resume else None)
     trainer.save_model(str(out))
     policy.processing.save_pretrained(str(out))
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
