@@ -39,7 +39,7 @@ _CANDIDATE = re.compile(
     r"(?=[.!?\u2026\u3002\uff01\uff1f\r\n])"  # cheap first-character filter, then the alternatives
     rf"(?:(?P<term>[.!?\u2026]+)[{_CLOSERS}]*(?=\s|\Z)"  # sentence punctuation before whitespace
     r"|(?P<cjk>[\u3002\uff01\uff1f]+)" + rf"[{_CLOSERS}\u300d\u300f]*"  # 。！？ need no space
-    r"|(?<=[A-Za-z0-9)][A-Za-z0-9)])(?P<glued>[.?!])(?=[A-Z][a-z])"  # "layers.The"
+    r"|(?<=[A-Za-z0-9)])(?<!\.[A-Za-z])(?P<glued>[.?!])(?=[A-Z][a-z])"  # "layers.The", not "U.S.The"
     r"|(?P<nl>\r?\n(?:[ \t]*\r?\n)*))"  # a line break (several: a blank line)
 )
 # Never end a sentence, whatever follows ("Dr. Smith", "e.g. Earth", "vs. liquids").
@@ -55,10 +55,13 @@ _OPENERS = frozenset(
     """the this that these those it its he she they we you i a an in on at for from to by as if
     so thus therefore hence then since because but and or however also both each all every some many
     most there here when while after before finally first second next now only option answer
-    choice one two three our my his her their what which who why how no yes""".split()
+    choice one two three our my his her their what which who why how no yes with without during
+    although though even unlike like using given let note remember recall consider look neither
+    either instead otherwise overall similarly another other such none not""".split()
 )
 # Words before a capital letter that make it an answer choice, not an initial ("is B.", "option B.").
 _ANSWER_CONTEXT = frozenset("is be was are were option choice answer choose select pick and or not".split())
+_OPENING_QUOTES = "\"'(\u201c\u2018["
 _INITIALISM = re.compile(r"(?:[A-Za-z]\.)+[A-Za-z]\Z")
 _LABEL_LINE = re.compile(r"[*_#>\s-]*[\w'()]+(?:\s+[\w'()]+)?\s*:[*_\s]*\Z")
 _LOOKBACK = 80
@@ -97,7 +100,9 @@ def _period_ends(text: str, start: int, pos: int, after: int, punct: str) -> boo
     if c.islower():
         return False
     if punct != ".":
-        return True  # "?", "!", "...", "…" followed by a capital, a digit, a quote or a bracket
+        if "\u2026" in punct or ".." in punct:  # an ellipsis before a number continues a sequence
+            return c.isupper() or c in _OPENING_QUOTES
+        return c not in "=<>"  # "?" or "!" before a capital, a digit, a quote; not "5! = 120"
     near = max(start, pos - _LOOKBACK)  # bounded look-back keeps very long sentences linear
     lo = max(text.rfind(" ", near, pos), text.rfind("\n", near, pos), text.rfind("\t", near, pos)) + 1
     lo = max(lo, near)
