@@ -10,6 +10,7 @@ from ares_data import __version__
 from ares_data.cli import app as data_app
 from ares_data.cli import run_app
 from ares_train.cli import app as train_app
+from ares_train.commands.demo_cmd import demo_cmd
 
 app = typer.Typer(
     name="ares",
@@ -20,6 +21,9 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data", help="Build, inspect and share ARES datasets (same as ares-data).")
 app.add_typer(train_app, name="train", help="Rollout, PPO, SFT and the ARES loop (same as ares-train).")
+
+
+app.command("demo")(demo_cmd)
 
 
 @app.command("version")

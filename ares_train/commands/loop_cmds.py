@@ -124,6 +124,17 @@ class ConsoleReporter:
         self.task: Any = None
         self.label = ""
 
+    def phase(self, name: str) -> None:
+        """A top-level step of a longer job (the demo), with a bar for its progress."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.close()
+        self.err.print(f"[bold]▶ {name}[/bold]", highlight=False)
+        self.bar = Progress(TextColumn("  working"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            console=self.err, transient=True)
+        self.bar.start()
+        self.task = self.bar.add_task(name, total=None)
+
     def stage_started(self, stage: Any, index: int, total: int) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

@@ -1,0 +1,70 @@
+"""`ares demo`: the ARES loop end to end on the shipped sample (see `ares_train.demo`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ares_data.commands.common import JsonOpt, console, emit_json
+
+
+def demo_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Folder for everything the demo makes (its own store, "
+                                      "models, run, report). Running again resumes.")] = Path("ares-demo"),
+    teacher: Annotated[str, typer.Option("--teacher", help="Teacher for scores, corrections and judging: "
+                                         "reference (offline, no key), anthropic:MODEL or openai:MODEL.")
+                       ] = "reference",
+    teacher_base_url: Annotated[Optional[str], typer.Option("--teacher-base-url",
+                                                            help="Teacher API base URL.")] = None,
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="ARES rounds (RL step + correction step).")
+                      ] = 2,
+    k: Annotated[int, typer.Option("--k", min=1, help="Rationales sampled per problem.")] = 2,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=4, help="Rationale length.")] = 48,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="Train problems used (0 = all 40).")] = 0,
+    warm_epochs: Annotated[float, typer.Option("--warm-epochs", help="Warm-start SFT epochs.")] = 30.0,
+    threads: Annotated[int, typer.Option("--threads", min=0, help="torch CPU threads (0 = torch's default)."
+                                         )] = 1,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run ARES end to end on the shipped ScienceQA sample with a tiny model on CPU: ingest, warm-start by
+    SFT on the reference rationales, evaluate, N rounds of rollout -> score -> PPO and rollout -> correct
+    -> SFT, evaluate, and judge the final rationales against the first ones. Ends with a table, a PNG plot
+    of reward and accuracy per round, and the paths of everything made."""
+    from ares_train.deps import require_train_extra
+
+    require_train_extra()
+    from ares_train.demo import DemoOptions, run_demo
+
+    from .loop_cmds import ConsoleReporter, render_rounds
+
+    opts = DemoOptions(out=out, teacher=teacher, teacher_base_url=teacher_base_url or "", rounds=rounds, k=k,
+                       max_new_tokens=max_new_tokens, limit=limit, warm_epochs=warm_epochs, threads=threads)
+    reporter = None if as_json else ConsoleReporter()
+    try:
+        report = run_demo(opts, reporter)
+    finally:
+        if reporter:
+            reporter.close()
+    if as_json:
+        emit_json(report)
+        return
+    render_rounds(report["rounds"], f"ARES demo ({teacher} teacher)")
+    render_judge(report["judge"])
+    c = console()
+    for name, path in report["paths"].items():
+        if name != "datasets":
+            c.print(f"  {name}: {path}", highlight=False)
+    c.print(f"  datasets: {', '.join(report['paths']['datasets'])}", highlight=False)
+
+
+def render_judge(judge: dict[str, Any]) -> None:
+    r, ci = judge["rates"], judge["ci95"]
+
+    def rate(k: str) -> str:
+        return f"{k} {r[k]:.0%} [{ci[k][0]:.0%}, {ci[k][1]:.0%}]"
+
+    console().print(f"judge: final rationales ({judge['a']}) vs first round ({judge['b']}), both orders, "
+                    f"{judge['pairs']} pairs: {rate('win')}, {rate('tie')}, {rate('loss')} (95% CI)",
+                    highlight=False)
