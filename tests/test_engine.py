@@ -272,3 +272,15 @@ def test_unknown_model_costs_zero_with_a_warning() -> None:
     assert engine.price.cost(1000, 1000) == 0 and "mystery-model" in engine.warnings[0]
     rows = run(t, items(["a"]))
     assert rows[0]["cost_usd"] == 0 and rows[0]["input_tokens"] == 100
+
+
+def test_limiter_settle_frees_estimated_tokens() -> None:
+    async def go() -> float:
+        lim = RateLimiter(tpm=100)  # a real 60 s window
+        grant = await lim.acquire(80)  # estimate: prompt + max_tokens
+        lim.settle(grant, 10)  # the provider reported 10
+        t0 = time.monotonic()
+        await lim.acquire(80)
+        return time.monotonic() - t0
+
+    assert asyncio.run(go()) < 1.5

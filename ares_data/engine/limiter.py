@@ -95,7 +95,8 @@ class RateLimiter:
                 wait = self._wait_needed(now, tokens)
                 if wait <= 0:
                     break
-                await asyncio.sleep(wait)
+                # re-check at least every second: `settle` may free tokens, a pause may be extended
+                await asyncio.sleep(min(wait, 1.0))
             if self.rpm:
                 self._sends.append(now)
                 # a slightly late wake-up keeps the schedule; after idle time, restart it from now
