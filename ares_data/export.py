@@ -9,9 +9,10 @@
   final answer.
 
 Prompts come from `ares_data.prompting.format_problem`, the formatter the trainer uses too. Images are
-kept when any problem in the export has one (`images=None`), or forced on/off; an export without images
-gets the `-text` kind (no `images` column), which text-only models need: TRL treats any `images` column as
-vision data.
+kept when any problem in the export has one (`images=None`), or forced on/off. With images, `prompt`,
+`completion`, `chosen` and `rejected` are conversational (one-message lists), the form TRL's vision path
+needs; an export without images gets the `-text` kind: plain strings and no `images` column, which
+text-only models need (TRL treats any `images` column as vision data).
 """
 
 from __future__ import annotations
@@ -29,15 +30,17 @@ from .store import Store, Version
 
 _IDS = {"problem_id": Value("string"), "rationale_id": Value("string")}
 _MESSAGE = [{"role": Value("string"), "content": Value("string")}]
-_BASE: dict[str, dict[str, Any]] = {
-    "sft": {**_IDS, "prompt": Value("string"), "completion": Value("string")},
-    "sft-chat": {**_IDS, "messages": _MESSAGE},
-    "dpo": {
-        "problem_id": Value("string"), "prompt": Value("string"), "chosen": Value("string"),
-        "rejected": Value("string"), "chosen_rationale_id": Value("string"),
-        "rejected_rationale_id": Value("string"), "chosen_score": Value("float32"),
-        "rejected_score": Value("float32"),
-    },
+_DPO_IDS = {"problem_id": Value("string"), "chosen_rationale_id": Value("string"),
+            "rejected_rationale_id": Value("string"), "chosen_score": Value("float32"),
+            "rejected_score": Value("float32")}
+# (kind with images, kind without): with images, texts are conversational (lists of messages), which is what
+# TRL's vision path needs (it inserts the image placeholders into the user turn); without, plain strings.
+_KINDS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "sft": ({**_IDS, "prompt": _MESSAGE, "completion": _MESSAGE},
+            {**_IDS, "prompt": Value("string"), "completion": Value("string")}),
+    "sft-chat": ({**_IDS, "messages": _MESSAGE}, {**_IDS, "messages": _MESSAGE}),
+    "dpo": ({**_DPO_IDS, "prompt": _MESSAGE, "chosen": _MESSAGE, "rejected": _MESSAGE},
+            {**_DPO_IDS, "prompt": Value("string"), "chosen": Value("string"), "rejected": Value("string")}),
 }
 PRM = Features({**_IDS, "prompt": Value("string"), "completions": Sequence(Value("string")),
                 "labels": Sequence(Value("bool")), "scores": Sequence(Value("float32"))})
@@ -45,10 +48,10 @@ EXPORT_KINDS = ("sft", "sft-chat", "prm", "dpo")
 
 
 def _register() -> None:
-    for kind, cols in _BASE.items():
+    for kind, (vision, text) in _KINDS.items():
         if kind not in KINDS:
-            register_kind(kind, Features({**cols, "images": Sequence(Image())}))
-            register_kind(f"{kind}-text", Features(cols))
+            register_kind(kind, Features({**vision, "images": Sequence(Image())}))
+            register_kind(f"{kind}-text", Features(text))
     if "prm" not in KINDS:
         register_kind("prm", PRM)
 
@@ -89,9 +92,14 @@ def _want_images(problems: dict[str, dict[str, Any]], ids: set[str], images: boo
 def _publish(store: Store, name: str, kind: str, rows: list[dict[str, Any]], source: Version,
              params: dict[str, Any], counts: dict[str, int], with_images: bool) -> Version:
     kind = kind if with_images else f"{kind}-text"
-    if not with_images:
-        for r in rows:
+    for r in rows:
+        if not with_images:
             r.pop("images", None)
+        elif kind != "sft-chat":  # conversational texts for the vision kinds
+            for key, role in (("prompt", "user"), ("completion", "assistant"), ("chosen", "assistant"),
+                              ("rejected", "assistant")):
+                if key in r:
+                    r[key] = [{"role": role, "content": r[key]}]
     with store.writer(name, kind, parents=[source], params=params) as w:
         w.write_all(rows)
         for key, n in counts.items():

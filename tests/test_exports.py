@@ -124,9 +124,10 @@ def test_export_dpo_pairs_and_dpotrainer_step(lineage: dict, tiny_model: Path, t
     assert r.exit_code == 0, r.output
     ans = Store().load("dpo-ans")
     assert "images" in ans.column_names and r.json()["counts"]["no_pair"] == 1  # p5: only one ok rationale
-    for row in ans:
+    for row in ans:  # with images the texts are conversational: [{"role": "assistant", "content": ...}]
         truth = ["zero", "one"][int(row["problem_id"][1:]) % 2]
-        assert row["chosen"].endswith(f"answer is {truth}.") and not row["rejected"].endswith(f"is {truth}.")
+        chosen, rejected = row["chosen"][0]["content"], row["rejected"][0]["content"]
+        assert chosen.endswith(f"answer is {truth}.") and not rejected.endswith(f"is {truth}.")
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
@@ -136,6 +137,37 @@ def test_export_dpo_pairs_and_dpotrainer_step(lineage: dict, tiny_model: Path, t
     trainer = DPOTrainer(model=model, args=DPOConfig(**_args(tmp_path / "o")), train_dataset=ds,
                          processing_class=AutoTokenizer.from_pretrained(tiny_model))
     assert trainer.train().training_loss > 0 and _changed(before, model)
+
+
+@pytest.fixture(scope="module")
+def tiny_vlm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ares_train.tiny import build_tiny_vlm
+
+    return build_tiny_vlm(tmp_path_factory.mktemp("tiny") / "vlm")
+
+
+def test_exports_with_images_train_a_tiny_vlm(lineage: dict, tiny_vlm: Path, tmp_path: Path) -> None:
+    """Rows with and without images mixed, as exported: TRL's vision path takes them as they are."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
+    assert data(["export", "sft", "fixes", "-o", "sft-vl"]).exit_code == 0
+    assert data(["export", "dpo", "scores", "-o", "dpo-vl"]).exit_code == 0
+    sft, dpo = Store().resolve("sft-vl"), Store().resolve("dpo-vl")
+    assert (sft.kind, dpo.kind) == ("sft", "dpo")
+    row = sft.load()[0]
+    assert row["prompt"][0]["role"] == "user" and row["prompt"][0]["content"].startswith("Question:")
+    assert row["completion"][0]["role"] == "assistant" and len(row["images"]) == 1
+    processor = AutoProcessor.from_pretrained(tiny_vlm)
+    model = AutoModelForImageTextToText.from_pretrained(tiny_vlm)
+    before = _params(model)
+    trainer = SFTTrainer(model=model, args=SFTConfig(**_args(tmp_path / "sft"), max_length=None),
+                         train_dataset=sft.load(), processing_class=processor)
+    assert trainer.train().training_loss > 0 and _changed(before, model)
+    trainer = DPOTrainer(model=AutoModelForImageTextToText.from_pretrained(tiny_vlm),
+                         args=DPOConfig(**_args(tmp_path / "dpo"), max_length=None), train_dataset=dpo.load(),
+                         processing_class=processor)
+    assert trainer.train().training_loss > 0
 
 
 def test_export_errors(lineage: dict) -> None:
