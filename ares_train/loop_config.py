@@ -109,22 +109,22 @@ class LoopSettings:
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _stage_fields(section: str) -> set[str]:
+def _stage_class(section: str) -> type:
     from .eval import EvalOptions
     from .ppo_run import PPORunConfig
     from .rollout import RolloutConfig
 
-    classes: dict[str, Any] = {"rollout": RolloutConfig, "ppo": PPORunConfig, "eval": EvalOptions}
     if section == "sft":
         from .loop_stages import sft_config_class
 
-        classes["sft"] = sft_config_class()
-    return {f.name for f in dataclasses.fields(classes[section])}
+        return sft_config_class()
+    return {"rollout": RolloutConfig, "ppo": PPORunConfig, "eval": EvalOptions}[section]
 
 
 def check_section(section: str, table: dict[str, Any], where: str) -> dict[str, Any]:
-    """Normalise keys (dashes -> underscores) and reject unknown or loop-managed keys."""
-    known = _stage_fields(section) - MANAGED[section]
+    """Normalise keys (dashes -> underscores), reject unknown or loop-managed keys, check value types."""
+    cls = _stage_class(section)
+    known = {f.name for f in dataclasses.fields(cls)} - MANAGED[section]
     out = {}
     for key, value in table.items():
         name = key.replace("-", "_")
@@ -135,7 +135,11 @@ def check_section(section: str, table: dict[str, Any], where: str) -> dict[str, 
             raise ConfigError(f"unknown key '{key}' in [{section}] of {where}",
                               hint=f"known keys: {', '.join(sorted(known))}")
         out[name] = value
-    return out
+    try:
+        cfg = load_config(cls, None, out)
+    except ConfigError as e:
+        raise ConfigError(str(e).replace("command line", f"[{section}] of {where}")) from None
+    return {k: getattr(cfg, k) for k in out}
 
 
 def load_loop_settings(file: Path | None, overrides: dict[str, Any] | None = None) -> LoopSettings:

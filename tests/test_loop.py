@@ -1,0 +1,213 @@
+"""`ares-train loop` / `ares-train status` on the shipped sample with a tiny model (real rollout, teacher
+engine, PPO, SFT and eval; tiny sizes so the whole file stays well under a minute of CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ares_data.store import Store
+from ares_data.testing.teacher_server import serve
+from ares_train.loop import plan_stages
+from ares_train.loop_config import LoopConfig, LoopSettings, load_loop_settings
+
+from .helpers import data, train
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = """
+[loop]
+model = "{model}"
+problems = "sqa"
+teacher = "{teacher}"
+teacher_base_url = "{base_url}"
+rounds = {rounds}
+schedule = ["rl", "sft"]
+limit = 4
+eval_split = "test"
+
+[rollout]
+k = 2
+max_new_tokens = 12
+batch_size = 8
+
+[ppo]
+ppo_epochs = 1
+mini_batch_size = 8
+lr = 1e-4
+save_checkpoints = false
+
+[sft]
+epochs = 1
+batch_size = 4
+lr = 1e-4
+save_steps = 1000
+
+[eval]
+max_new_tokens = 8
+answer_tokens = 2
+limit = 4
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+
+    from ares_train.tiny import build_tiny_text_model
+
+    torch.set_num_threads(1)  # a model this small runs fastest on one thread, above all on a busy machine
+    return build_tiny_text_model(tmp_path_factory.mktemp("tiny") / "model", vocab_size=300)
+
+
+def _setup(tmp_path: Path, model: Path, *, teacher: str = "reference", base_url: str = "",
+           rounds: int = 2, extra: str = "") -> Path:
+    from ares_data.sample import SAMPLE_DIR
+
+    assert data(["ingest", "scienceqa", str(SAMPLE_DIR), "-o", "sqa", "--json"]).exit_code == 0
+    cfg = tmp_path / "ares.toml"
+    cfg.write_text(CONFIG.format(model=model, teacher=teacher, base_url=base_url, rounds=rounds) + extra)
+    return cfg
+
+
+def test_two_round_loop_through_the_cli(store_dir: Path, tmp_path: Path, tiny_model: Path) -> None:
+    cfg = _setup(tmp_path, tiny_model)
+    run_dir = tmp_path / "run"
+    r = train(["loop", "--config", cfg, "--run-dir", run_dir, "--json"])
+    assert r.exit_code == 0, r.output
+    out = r.json()
+    stages = {s["id"]: s for s in out["stages"]}
+    assert list(stages) == ["r0-eval", "r1s1-rollout", "r1s1-score", "r1s1-ppo", "r1s2-rollout",
+                            "r1s2-correct", "r1s2-sft", "r1-eval", "r2s1-rollout", "r2s1-score", "r2s1-ppo",
+                            "r2s2-rollout", "r2s2-correct", "r2s2-sft", "r2-eval"]
+    assert all(s["status"] == "done" for s in stages.values())
+    # each stage's inputs are the previous stages' outputs
+    assert stages["r1s1-score"]["inputs"]["rationales"] == stages["r1s1-rollout"]["outputs"]["rationales"]
+    assert stages["r1s1-ppo"]["inputs"]["scores"] == stages["r1s1-score"]["outputs"]["scores"]
+    assert stages["r1s2-rollout"]["inputs"]["model"] == stages["r1s1-ppo"]["outputs"]["model"]
+    assert stages["r1s2-sft"]["inputs"]["corrections"] == stages["r1s2-correct"]["outputs"]["corrections"]
+    assert stages["r2s1-rollout"]["inputs"]["model"] == stages["r1s2-sft"]["outputs"]["model"]
+    assert out["final_model"] == stages["r2s2-sft"]["outputs"]["model"]
+    # every artifact is a versioned dataset with parents, or a checkpoint with a manifest
+    store = Store(store_dir)
+    scores = store.resolve(stages["r2s1-score"]["outputs"]["scores"])
+    assert scores.kind == "scores" and scores.manifest["parents"][0]["ref"] == \
+        stages["r2s1-rollout"]["outputs"]["rationales"]
+    rats = store.resolve(stages["r2s1-rollout"]["outputs"]["rationales"])
+    assert rats.load()[0]["round"] == 2 and rats.manifest["rows"] == 8
+    for sid in ("r1s1-ppo", "r1s2-sft", "r2s1-ppo", "r2s2-sft"):
+        manifest = json.loads((Path(stages[sid]["outputs"]["model"]) / "ares-checkpoint.json").read_text())
+        assert manifest["stage"] == sid.split("-")[1]
+    assert [r["round"] for r in out["rounds"]] == [0, 1, 2]
+    assert out["rounds"][1]["reward"] is not None and out["rounds"][2]["accuracy"] is not None
+    run_json = json.loads((run_dir / "run.json").read_text())
+    assert run_json["status"] == "done" and run_json["config"]["loop"]["rounds"] == 2
+
+    # status: table and JSON
+    st = train(["status", run_dir, "--json"]).json()
+    assert st["done"] == st["total"] == 15 and st["current"] is None
+    table = train(["status", run_dir])
+    assert table.exit_code == 0 and "r2s2-sft" in table.stdout and "15/15" in table.stdout
+
+    # running it again redoes nothing: same outputs, no new dataset versions
+    before = {n: store.versions(n) for n in store.names()}
+    again = train(["loop", "--config", cfg, "--run-dir", run_dir, "--json"]).json()
+    assert [s["outputs"] for s in again["stages"]] == [s["outputs"] for s in out["stages"]]
+    assert {n: store.versions(n) for n in store.names()} == before
+
+    # a different setting in the same run folder is refused; more rounds may extend it
+    cfg.write_text(cfg.read_text().replace("k = 2", "k = 3"))
+    bad = train(["loop", "--config", cfg, "--run-dir", run_dir])
+    assert bad.exit_code == 1 and "different settings" in bad.stderr
+
+
+@pytest.mark.parametrize(("table", "line", "message"), [
+    ("[loop]", "colour = 1", "unknown key 'colour'"),
+    ("[ppo]", "klcoef = 0.1", "unknown key 'klcoef' in [ppo]"),
+    ("[sft]", "output_dir = 'x'", "'output_dir' in [sft]"),
+    ("[extras]", "a = 1", "unknown key 'extras'"),
+    ("[eval]", "batch_size = 'two'", "[eval] of"),
+])
+def test_config_errors_name_the_key(store_dir: Path, tmp_path: Path, table: str, line: str,
+                                    message: str) -> None:
+    cfg = tmp_path / "ares.toml"
+    body = CONFIG.format(model="m", teacher="reference", base_url="", rounds=1)
+    if table in body:
+        body = body.replace(table + "\n", f"{table}\n{line}\n")
+    else:
+        body += f"\n{table}\n{line}\n"
+    cfg.write_text(body)
+    r = train(["loop", "--config", cfg, "--run-dir", tmp_path / "run"])
+    assert r.exit_code == 1 and message in r.stderr and str(cfg) in r.stderr, r.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_schedules_and_ablations() -> None:
+    def ids(**kw: object) -> list[str]:
+        loop = LoopConfig(model="m", problems="p", **kw)  # type: ignore[arg-type]
+        loop.validate()
+        return [s.id for s in plan_stages(LoopSettings(loop, {}, {}, {}, {}))]
+
+    assert ids(rounds=1, schedule="rl", eval_split="") == ["r1s1-rollout", "r1s1-score", "r1s1-ppo"]
+    assert ids(rounds=1, schedule="sft", eval_initial=False) == [
+        "r1s1-rollout", "r1s1-correct", "r1s1-sft", "r1-eval"]
+    several = ids(rounds=1, schedule="rl,rl,sft", eval_split="")
+    trained = [s for s in several if s.endswith(("ppo", "sft"))]
+    assert trained == ["r1s1-ppo", "r1s2-ppo", "r1s3-sft"]
+    with pytest.raises(Exception, match="steps must be 'rl' or 'sft'"):
+        ids(schedule="rl,dpo")
+
+
+def test_settings_from_flags_only(tmp_path: Path) -> None:
+    s = load_loop_settings(None, {"model": "m", "problems": "p", "rounds": 3, "schedule": "sft"})
+    assert s.loop.rounds == 3 and s.loop.steps() == ["sft"] and s.ppo == {}
+    assert s.sha() == load_loop_settings(None, {"model": "m", "problems": "p", "rounds": 5,
+                                                "schedule": "sft"}).sha()  # rounds may grow
+
+
+def _stage_done(run_dir: Path, stage_id: str) -> bool:
+    try:
+        manifest = json.loads((run_dir / "run.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return any(s["id"] == stage_id and s["status"] == "done" for s in manifest["stages"])
+
+
+def test_killed_loop_resumes_without_resending_teacher_requests(store_dir: Path, tmp_path: Path,
+                                                                 tiny_model: Path) -> None:
+    with serve() as srv:
+        cfg = _setup(tmp_path, tiny_model, teacher="openai:gpt-4o-mini", base_url=srv.openai_base_url,
+                     rounds=1)
+        run_dir = tmp_path / "run"
+        env = {**os.environ, "OPENAI_API_KEY": "sk-test-fake", "OMP_NUM_THREADS": "1",
+               "ARES_STORE": str(store_dir)}
+        cmd = [sys.executable, "-m", "ares_train.cli", "loop", "--config", str(cfg), "--run-dir",
+               str(run_dir)]
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 240
+        while not _stage_done(run_dir, "r1s1-score") and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        proc.send_signal(signal.SIGKILL)  # dies during PPO: nothing gets to clean up
+        proc.wait()
+        sent_before = srv.stats.model_requests
+        assert sent_before == 8  # 4 problems x k=2 scored, then killed
+        st = train(["status", run_dir, "--json"]).json()
+        assert st["current"] == "r1s1-ppo" and st["done"] == 3
+
+        key = {"OPENAI_API_KEY": "sk-x"}
+        r = train(["loop", "--config", cfg, "--run-dir", run_dir, "--json"], env=key)
+        assert r.exit_code == 0, r.output
+        stats = srv.stats
+        assert stats.repeated_answers() == 0  # no request was answered twice
+        stages = {s["id"]: s for s in r.json()["stages"]}
+        assert stages["r1s2-correct"]["metrics"]["sent"] == stats.model_requests - sent_before
+        # and a complete rerun sends nothing at all
+        again = train(["loop", "--config", cfg, "--run-dir", run_dir, "--json"], env=key)
+        assert again.exit_code == 0 and srv.stats.model_requests == stats.model_requests
