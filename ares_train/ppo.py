@@ -266,6 +266,7 @@ class SentencePPOTrainer(PPOTrainer):
             self.remove_callback(cb)
         self.accelerator.register_for_checkpointing(self.lr_scheduler)
         self._kl_now: list[torch.Tensor] = []
+        self.run_key = ""  # identifies the run's settings in checkpoints (set by ares_train.ppo_run)
 
     def _buffers(self) -> list[list[Any]]:
         n = len(self.rollouts)
@@ -458,7 +459,12 @@ class SentencePPOTrainer(PPOTrainer):
         torch.save({k: v.cpu() for k, v in buf.tensors().items()}, folder / f"buffer-{rank}.pt")
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
-            progress = {"buffer": b, "ppo_epoch": epoch, "global_step": self.state.global_step}
+            progress = {
+                "buffer": b,
+                "ppo_epoch": epoch,
+                "global_step": self.state.global_step,
+                "run_key": self.run_key,
+            }
             (folder / "progress.json").write_text(json.dumps(progress))
 
     def _load_checkpoint(self, folder: Path) -> tuple[tuple[int, int], Buffer | None]:

@@ -21,7 +21,7 @@ from typing import Any
 from ares_data.errors import ConfigError, InputError
 from ares_data.store import Store
 
-from .config import LoraFields, opt
+from .config import LoraFields, opt, params_json
 from .rewards import NEUTRAL_SCORE
 
 LOG_FILE = "ppo_log.jsonl"
@@ -259,11 +259,16 @@ def run_ppo(
     outdir = Path(cfg.output_dir)
     resume = outdir / "checkpoint"
     resumed = (resume / "progress.json").is_file()
+    trainer.run_key = params_json(cfg, drop=("output_dir", "report_to", "allow_off_policy"))
+    if resumed and json.loads((resume / "progress.json").read_text()).get("run_key") != trainer.run_key:
+        raise ConfigError(
+            f"{resume} holds a checkpoint of a PPO run with other settings",
+            hint="use another -o OUTDIR, or delete that checkpoint folder to start over",
+        )
     if not resumed and (outdir / LOG_FILE).exists():
         (outdir / LOG_FILE).unlink()
     history = trainer.train(resume_from=resume if resumed else None)
     manifest = _save(cfg, trainer, policy, eos, outdir, datasets, data.counts, history)
-    shutil.rmtree(resume, ignore_errors=True)
     return PPOResult(outdir, history, dict(data.counts), resumed, manifest)
 
 
@@ -277,20 +282,24 @@ def _save(
     counts: Any,
     history: list[dict[str, float]],
 ) -> Path:
-    from .checkpoint import write_checkpoint_manifest
+    from .checkpoint import MANIFEST, write_checkpoint_manifest
     from .lora import save_merged
 
     trainer.accelerator.wait_for_everyone()
     model = trainer.unwrapped_policy()
     model.generation_config.eos_token_id = eos  # TRL's PPOTrainer resets it when no stop token is set
-    if trainer.accelerator.is_main_process:
+    manifest = outdir / MANIFEST
+    if trainer.accelerator.is_main_process:  # one writer under `accelerate launch`
         model.save_pretrained(outdir)
         policy.processing.save_pretrained(outdir)
         if cfg.merge and policy.is_lora:
             save_merged(model, policy.processing, outdir / "merged")
-    params = {k: v for k, v in cfg.to_dict().items() if k not in ("output_dir",)}
-    extra = {"counts": dict(counts), "final_metrics": history[-1] if history else {}}
-    return write_checkpoint_manifest(outdir, "ppo", cfg.model, datasets, params, extra=extra)
+        params = {k: v for k, v in cfg.to_dict().items() if k not in ("output_dir",)}
+        extra = {"counts": dict(counts), "final_metrics": history[-1] if history else {}}
+        manifest = write_checkpoint_manifest(outdir, "ppo", cfg.model, datasets, params, extra=extra)
+        shutil.rmtree(outdir / "checkpoint", ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    return manifest
 
 
 def read_log(outdir: str | Path) -> list[dict[str, Any]]:

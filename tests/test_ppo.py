@@ -255,6 +255,12 @@ def test_interrupted_run_resumes(store_dir: Path, text_model: Path, tmp_path: Pa
         run_ppo(cfg, store, on_step=crash)
     assert (tmp_path / "o" / "checkpoint" / "progress.json").is_file()
     assert [e["ppo_epoch"] for e in read_log(tmp_path / "o")] == [0, 1]
+    import dataclasses
+
+    from ares_data.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="other settings"):
+        run_ppo(dataclasses.replace(cfg, lr=1e-4), store)
     res = run_ppo(cfg, store)
     assert res.resumed and [e["ppo_epoch"] for e in res.history] == [2] and res.history[0]["step"] == 6
     assert [e["ppo_epoch"] for e in read_log(tmp_path / "o")] == [0, 1, 2]
