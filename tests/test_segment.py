@@ -116,6 +116,7 @@ def split(text: str) -> list[str]:
         ("Eat vitamin C. Without it you get sick.", ["Eat vitamin C.", "Without it you get sick."]),
         ("The force is\nequal to ma. So F = 6 N.", ["The force is\nequal to ma.", "So F = 6 N."]),
         ("Known:\nm = 4 kg\na = 2 m/s^2", ["Known:\nm = 4 kg", "a = 2 m/s^2"]),
+        ("Ask the\u00a0Dr. Smith. Ok.", ["Ask the\u00a0Dr. Smith.", "Ok."]),
         ("\u6c34\u7ed3\u51b0\u3002\u6240\u4ee5\u662fA\u3002",
          ["\u6c34\u7ed3\u51b0\u3002", "\u6240\u4ee5\u662fA\u3002"]),
     ],
