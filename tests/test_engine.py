@@ -284,3 +284,12 @@ def test_limiter_settle_frees_estimated_tokens() -> None:
         return time.monotonic() - t0
 
     assert asyncio.run(go()) < 1.5
+
+
+def test_large_batches_are_split_by_count_and_size() -> None:
+    from ares_data.engine.batch import chunks
+
+    reqs = [(f"c{i}", FakeTask().build({}, {"text": "x" * 100})) for i in range(10)]
+    assert [len(c) for c in chunks(reqs, max_requests=4)] == [4, 4, 2]
+    assert [len(c) for c in chunks(reqs, max_bytes=1500)] == [2, 2, 2, 2, 2]
+    assert [cid for c in chunks(reqs, max_requests=3) for cid, _ in c] == [f"c{i}" for i in range(10)]

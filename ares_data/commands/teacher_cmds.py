@@ -9,7 +9,16 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..engine import PriceTable, RequestCache, Stats, plan_requests, run_task
-from ..engine.batch import BatchReplies, batch_requests, load_record, save_record, store_results
+from ..engine.batch import (
+    BatchReplies,
+    batch_requests,
+    group_results,
+    group_status,
+    load_record,
+    save_record,
+    store_results,
+    submit_all,
+)
 from ..engine.engine import Fresh
 from ..engine.inputs import TeacherInputs
 from ..errors import UsageError
@@ -169,7 +178,7 @@ class RunSpec:
             await self.execute(self.inputs.items())
             return
         try:
-            batch_id = await self.teacher.submit_batch(requests)
+            ids = await submit_all(self.teacher, requests)
         finally:
             await self.teacher.aclose()
         record = {
@@ -180,6 +189,8 @@ class RunSpec:
             "output": self.name, "engine": self.engine, "requests": len(requests), "custom_ids": mapping,
             "prices": str(self.prices_file.resolve()) if self.prices_file else None,
         }
+        batch_id = ids[0]
+        record["provider_batches"] = ids
         path = save_record(self.store.root, batch_id, record)
         out = {"batch_id": batch_id, "requests": len(requests), "record": str(path),
                "next": f"ares-data batch status {batch_id}; then ares-data batch collect {batch_id}"}
@@ -206,7 +217,7 @@ def batch_status_cmd(batch_id: Annotated[str, typer.Argument(help="Batch id prin
 
     async def go() -> dict:
         try:
-            return await teacher.batch_status(batch_id)
+            return await group_status(teacher, record.get("provider_batches") or [batch_id])
         finally:
             await teacher.aclose()
 
@@ -238,13 +249,14 @@ def batch_collect_cmd(batch_id: Annotated[str, typer.Argument(help="Batch id pri
 
 
 async def _collect(run: RunSpec, batch_id: str, rec: dict[str, Any]) -> None:
-    status = await run.teacher.batch_status(batch_id)
+    ids = rec.get("provider_batches") or [batch_id]
+    status = await group_status(run.teacher, ids)
     if status["state"] != "ended":
         await run.teacher.aclose()
         raise UsageError(f"batch {batch_id} is still {status.get('provider_status') or status['state']} "
                          f"({status.get('counts', {})})", hint=f"check again with `ares-data batch status "
                          f"{batch_id}`; collect once it has ended")
-    results = await run.teacher.batch_results(batch_id)
+    results = await group_results(run.teacher, ids)
     with RequestCache.for_store(run.store.root) as cache:
         errors = store_results(results, rec["custom_ids"], cache)
     items = (it.args if isinstance(it, Fresh) else it for it in run.inputs.items())

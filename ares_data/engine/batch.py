@@ -101,3 +101,56 @@ class BatchReplies:
 
     def rate_limit_hint(self) -> dict | None:
         return self.inner.rate_limit_hint()
+
+
+# Provider limits: Anthropic 100,000 requests / 256 MB per batch, OpenAI 50,000 requests / 200 MB per file.
+# Larger jobs are split into several provider batches that share one record (named by the first id).
+BATCH_MAX_REQUESTS = 20_000
+BATCH_MAX_BYTES = 100 * 2**20
+
+
+def _request_bytes(request: Request) -> int:
+    size = len(request.system)
+    for m in request.messages:
+        for b in m["content"]:
+            size += len(b.get("text", "")) + len(b.get("data_b64", ""))
+    return size + 512
+
+
+def chunks(requests: list[tuple[str, Request]], max_requests: int = BATCH_MAX_REQUESTS,
+           max_bytes: int = BATCH_MAX_BYTES) -> list[list[tuple[str, Request]]]:
+    out: list[list[tuple[str, Request]]] = [[]]
+    size = 0
+    for item in requests:
+        n = _request_bytes(item[1])
+        if out[-1] and (len(out[-1]) >= max_requests or size + n > max_bytes):
+            out.append([])
+            size = 0
+        out[-1].append(item)
+        size += n
+    return out
+
+
+async def submit_all(teacher: Any, requests: list[tuple[str, Request]]) -> list[str]:
+    return [await teacher.submit_batch(part) for part in chunks(requests)]
+
+
+async def group_status(teacher: Any, ids: list[str]) -> dict[str, Any]:
+    """One status for several provider batches: ended when all have ended; counts added up."""
+    states = [await teacher.batch_status(i) for i in ids]
+    counts: dict[str, int] = {}
+    for st in states:
+        for k, v in (st.get("counts") or {}).items():
+            if isinstance(v, (int, float)):
+                counts[k] = counts.get(k, 0) + int(v)
+    ended = all(st["state"] == "ended" for st in states)
+    provider = sorted({str(st.get("provider_status") or st["state"]) for st in states})
+    return {"state": "ended" if ended else "in_progress", "counts": counts,
+            "provider_status": ",".join(provider), "provider_batches": len(ids)}
+
+
+async def group_results(teacher: Any, ids: list[str]) -> dict[str, Reply | str]:
+    results: dict[str, Reply | str] = {}
+    for i in ids:
+        results.update(await teacher.batch_results(i))
+    return results
