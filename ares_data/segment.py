@@ -106,9 +106,11 @@ def _period_ends(text: str, start: int, pos: int, after: int, punct: str) -> boo
     near = max(start, pos - _LOOKBACK)  # bounded look-back keeps very long sentences linear
     lo = max(text.rfind(" ", near, pos), text.rfind("\n", near, pos), text.rfind("\t", near, pos)) + 1
     lo = max(lo, near)
-    if not text[lo:pos].isascii() and len(text[lo:pos].split()) > 1:  # other spaces (no-break space)
-        lo = pos - len(text[lo:pos].split()[-1])
-    word = text[lo:pos].lstrip("\"'([{\u201c\u2018*")
+    raw = text[lo:pos]
+    if not raw.isascii() and len(raw.split()) > 1:  # other spaces (a no-break space) inside
+        raw = raw.split()[-1]
+        lo = pos - len(raw)
+    word = raw.lstrip("\"'([{\u201c\u2018*")
     low = word.lower()
     if low in _NEVER_END:
         return False
