@@ -12,9 +12,10 @@ the default config. `--with-parents` adds every ancestor (problems -> rationales
 configs, so `load_dataset(repo, "problems", revision="v3")` gets the problems the scores were made from.
 
 Fingerprints: the store fingerprint hashes the Arrow file bytes, which do not survive Arrow -> Parquet ->
-Arrow. So a push also records `content_fingerprint`: sha256 over the kind and the rows in order, each row as
-canonical JSON (sorted keys; binary values as their sha256). `pull` recomputes it over the downloaded Parquet
-before publishing and over the published Arrow after, and refuses data that does not match.
+Arrow. So a push also records `content_fingerprint`: sha256 over the kind and, column by column, the values
+in row order as canonical JSON (sorted keys; binary values as their sha256), whatever the chunking. `pull`
+recomputes it over the downloaded Parquet before publishing and over the published Arrow after, and refuses
+data that does not match.
 
 Re-running a failed push uploads only what the Hub does not have: files whose remote sha256 (LFS) or git
 oid already match are left out of the commit, and LFS objects the Hub already stores are not sent again.
@@ -151,13 +152,33 @@ def _canonical(value: Any) -> Any:
     return value
 
 
+def _has_binary(t: pa.DataType) -> bool:
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+        return True
+    if pa.types.is_struct(t):
+        return any(_has_binary(t.field(i).type) for i in range(t.num_fields))
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return _has_binary(t.value_type)
+    return False
+
+
 def content_fingerprint(kind: str, table: pa.Table) -> str:
-    """sha256 over the kind and the rows in order, as canonical JSON: the same for Arrow and Parquet."""
-    h = hashlib.sha256(f"ares-content-v1\n{kind}\n{','.join(table.column_names)}\n".encode())
-    for batch in table.to_batches(max_chunksize=10_000):
-        for row in batch.to_pylist():
-            h.update(json.dumps(_canonical(row), sort_keys=True, separators=(",", ":")).encode())
-            h.update(b"\n")
+    """sha256 over the kind and, column by column, the values in row order as canonical JSON (binary
+    values as their sha256). Independent of chunking and file format: the same for Arrow and Parquet."""
+    h = hashlib.sha256(f"ares-content-v1\n{kind}\n".encode())
+    for name in table.column_names:
+        column = table.column(name)
+        binary = _has_binary(column.type)
+        h.update(json.dumps(name).encode() + b":[")
+        first = True
+        for chunk in column.chunks:
+            if len(chunk) == 0:
+                continue
+            values = chunk.to_pylist()
+            text = json.dumps(_canonical(values) if binary else values, sort_keys=True, separators=(",", ":"))
+            h.update((b"" if first else b",") + text[1:-1].encode())
+            first = False
+        h.update(b"]\n")
     return h.hexdigest()
 
 
