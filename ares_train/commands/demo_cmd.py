@@ -55,7 +55,7 @@ def demo_cmd(
     c = console()
     for name, path in report["paths"].items():
         if name != "datasets":
-            c.print(f"  {name}: {path}", highlight=False)
+            c.print(f"  {name}: {path}", highlight=False, soft_wrap=True)  # paths stay copy-pasteable
     c.print(f"  datasets: {', '.join(report['paths']['datasets'])}", highlight=False)
 
 

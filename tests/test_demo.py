@@ -1,0 +1,50 @@
+"""`ares demo` end to end with reduced settings (one round, few problems, short rationales)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ares_data.store import Store
+from ares_train.demo import gold_text
+
+from .helpers import umbrella
+
+SMALL = ["--rounds", "1", "--k", "1", "--limit", "6", "--warm-epochs", "1", "--max-new-tokens", "10"]
+
+
+def test_demo_runs_end_to_end_and_resumes(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    r = umbrella(["demo", "--out", out, *SMALL, "--json"])
+    assert r.exit_code == 0, r.output
+    report = r.json()
+    assert [x["round"] for x in report["rounds"]] == [0, 1]
+    assert report["rounds"][0]["accuracy"] is not None and report["rounds"][1]["reward"] is not None
+    judge = report["judge"]
+    assert judge["pairs"] == 6 and judge["judgments"] == 12 and judge["failed"] == 0
+    assert abs(sum(judge["rates"].values()) - 1.0) < 1e-6
+    paths = report["paths"]
+    assert Path(paths["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads(Path(paths["report"]).read_text())["judge"]["ref"] == judge["ref"]
+    assert (Path(paths["final_model"]) / "ares-checkpoint.json").is_file()
+    store = Store(paths["store"])
+    assert {"sqa", "sqa-gold", "demo-rationales", "demo-scores", "demo-corrections", "demo-eval",
+            "demo-judge"} <= set(store.names())
+    gold = store.resolve("sqa-gold")
+    assert gold.kind == "corrections" and gold.manifest["rows"] == 40
+    assert json.loads((out / "run" / "run.json").read_text())["status"] == "done"
+
+    # running it again reuses everything: same report, no new dataset versions
+    before = {n: store.versions(n) for n in store.names()}
+    again = umbrella(["demo", "--out", out, *SMALL])
+    assert again.exit_code == 0, again.output
+    assert "ARES demo" in again.stdout and "judge: final rationales" in again.stdout
+    assert "rounds.png" in again.stdout
+    assert {n: store.versions(n) for n in store.names()} == before
+
+
+def test_gold_text_and_help() -> None:
+    problem = {"metadata": json.dumps({"solution": "Like poles repel."}), "answer_index": 1,
+               "reference_rationale": "unused"}
+    assert gold_text(problem) == "Like poles repel. So the answer is (B)."
+    assert umbrella(["demo", "--help"]).exit_code == 0
