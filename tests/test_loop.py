@@ -164,6 +164,11 @@ def test_schedules_and_ablations() -> None:
         ids(schedule="rl,dpo")
 
 
+def test_example_config_is_valid() -> None:
+    s = load_loop_settings(ROOT / "examples" / "ares.toml")
+    assert s.loop.steps() == ["rl", "sft"] and s.ppo["lora_r"] == 64 and s.rollout["k"] == 4
+
+
 def test_settings_from_flags_only(tmp_path: Path) -> None:
     s = load_loop_settings(None, {"model": "m", "problems": "p", "rounds": 3, "schedule": "sft"})
     assert s.loop.rounds == 3 and s.loop.steps() == ["sft"] and s.ppo == {}
