@@ -253,6 +253,15 @@ class Task(ABC):
     def failed_fields(self, problem: dict, rationale: dict) -> dict: ...
 
 
+def check_finished(reply: Reply, what: str = "the reply") -> None:
+    """A cut-off reply, a refusal or a content-filtered reply is never parsed as an answer."""
+    if reply.truncated:
+        raise ValidationError(f"{what} was cut off (stop reason {reply.stop_reason})")
+    if reply.refused:
+        said = " ".join((reply.text or "").split())[:200]
+        raise ValidationError(f"the teacher declined to answer (stop reason {reply.stop_reason}): {said!r}")
+
+
 def first_json_object(text: str) -> dict | None:
     """The first JSON object in `text` (also inside ``` fences or after prose), or None."""
     decoder = json.JSONDecoder()

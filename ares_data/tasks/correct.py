@@ -6,7 +6,7 @@ import difflib
 
 from ..segment import segment
 from ..teachers.base import Reply
-from .base import Task, ValidationError, reply_object, sentence_texts
+from .base import Task, ValidationError, check_finished, reply_object, sentence_texts
 
 EDITED_MIN_SIMILARITY = 0.5  # a replaced sentence at least this similar to the original counts as "edited"
 _KEYS = ("corrected", "corrected_rationale", "rationale")
@@ -30,8 +30,7 @@ class CorrectTask(Task):
         return ': the complete corrected rationale as {"corrected": "..."}'
 
     def parse(self, reply: Reply, problem: dict, rationale: dict) -> dict:
-        if reply.truncated:
-            raise ValidationError(f"the corrected rationale was cut off (stop reason {reply.stop_reason})")
+        check_finished(reply, "the corrected rationale")
         obj = reply_object(reply)
         if obj is not None:
             value = next((obj[k] for k in _KEYS if k in obj), None)

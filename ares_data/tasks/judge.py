@@ -21,7 +21,7 @@ import re
 from typing import Any
 
 from ..teachers.base import Reply
-from .base import Task, ValidationError, reply_object, sentence_texts
+from .base import Task, ValidationError, check_finished, reply_object, sentence_texts
 
 POSITIONS = ("A", "B", "tie")
 REFERENCE_TIE_MARGIN = 0.05
@@ -89,8 +89,7 @@ class JudgeTask(Task):
         return ': {"preferred": "A", "B" or "tie", "reason": "..."}'
 
     def parse(self, reply: Reply, problem: dict, rationale: dict) -> dict:
-        if reply.truncated:
-            raise ValidationError(f"the reply was cut off (stop reason {reply.stop_reason})")
+        check_finished(reply)
         obj = reply_object(reply)
         if obj is not None:
             preferred, reason = obj.get("preferred"), obj.get("reason") or ""

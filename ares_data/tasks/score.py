@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from ..teachers.base import Reply
-from .base import Task, ValidationError, reply_object, sentence_texts
+from .base import Task, ValidationError, check_finished, reply_object, sentence_texts
 
 _LINE = re.compile(r"^\s*(?:[-*]\s*)?(?:sentence\s*)?#?(\d+)\s*[:=)\-]\s*(-?\d+(?:\.\d+)?)\b", re.I | re.M)
 
@@ -37,8 +37,7 @@ class ScoreTask(Task):
 
     def parse(self, reply: Reply, problem: dict, rationale: dict) -> dict:
         sents = sentence_texts(rationale)
-        if reply.truncated:
-            raise ValidationError(f"the reply was cut off (stop reason {reply.stop_reason})")
+        check_finished(reply)
         pairs = _pairs(reply)
         return {"sentences": sents, "scores": validate_scores(pairs, len(sents))}
 

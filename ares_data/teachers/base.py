@@ -67,12 +67,17 @@ class Reply:
     data: dict | None
     input_tokens: int
     output_tokens: int
-    stop_reason: str | None  # "end_turn"/"tool_use"/"max_tokens" (Anthropic), "stop"/"length" (OpenAI)
+    stop_reason: str | None  # "end_turn"/"tool_use"/"max_tokens"/"refusal" (Anthropic), "stop"/"length"
     extra: dict = field(default_factory=dict)  # provider details worth keeping (message id, model)
 
     @property
     def truncated(self) -> bool:
         return self.stop_reason in TRUNCATED_STOP_REASONS
+
+    @property
+    def refused(self) -> bool:
+        """The model declined (a safety refusal) or a content filter withheld the answer."""
+        return self.stop_reason in REFUSED_STOP_REASONS
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,7 +87,9 @@ class Reply:
         return cls(**d)
 
 
-TRUNCATED_STOP_REASONS = frozenset({"max_tokens", "length"})
+TRUNCATED_STOP_REASONS = frozenset({"max_tokens", "length", "model_context_window_exceeded"})
+# Anthropic "refusal"; OpenAI "content_filter" (content omitted) and message.refusal (mapped to "refusal")
+REFUSED_STOP_REASONS = frozenset({"refusal", "content_filter"})
 
 
 class RetryableError(Exception):

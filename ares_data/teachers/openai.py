@@ -78,7 +78,9 @@ class OpenAITeacher(SDKTeacher):
         if not completion.choices:
             raise RetryableError("openai: the reply has no choices")
         choice = completion.choices[0]
-        text = choice.message.content or getattr(choice.message, "refusal", None) or ""
+        refusal = getattr(choice.message, "refusal", None)
+        text = choice.message.content or refusal or ""
+        stop = "refusal" if refusal else choice.finish_reason  # a refusal's finish_reason is "stop"
         try:
             data = json.loads(text)
         except (json.JSONDecodeError, TypeError):
@@ -89,7 +91,7 @@ class OpenAITeacher(SDKTeacher):
             data=data if isinstance(data, dict) else None,
             input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
             output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-            stop_reason=choice.finish_reason,
+            stop_reason=stop,
             extra={"id": completion.id, "model": completion.model},
         )
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from ..tasks.base import extract_data
 from ..teachers.reference import answer_task
 
-CONTENT_FAULTS = frozenset({"malformed", "wronglen"})
+CONTENT_FAULTS = frozenset({"malformed", "wronglen", "refusal"})
+REFUSAL = "I'm sorry, but I can't help with that request."
 
 
 @dataclass
@@ -20,6 +21,7 @@ class Answer:
     text: str  # text form of the reply
     truncated: bool = False
     images: int = 0
+    refused: bool = False  # a safety refusal (OpenAI message.refusal, Anthropic stop_reason "refusal")
 
 
 def _texts_and_images(body: dict) -> tuple[list[str], int]:
@@ -54,6 +56,8 @@ def compute_answer(body: dict, fault: str | None, plain_text: bool) -> Answer:
     if data is None:
         return Answer(None, "OK", images=images)
     obj = answer_task(data)
+    if fault == "refusal":
+        return Answer(None, REFUSAL, images=images, refused=True)
     if fault == "malformed":
         return Answer(None, 'Sure, here you go: {"scores": [{"sentence": 1, "score": ', images=images)
     if fault == "wronglen":
@@ -84,7 +88,7 @@ def anthropic_message(body: dict, ans: Answer) -> dict:
         stop = "tool_use"
     else:
         content = [{"type": "text", "text": ans.text}]
-        stop = "max_tokens" if ans.truncated else "end_turn"
+        stop = "refusal" if ans.refused else "max_tokens" if ans.truncated else "end_turn"
     prompt_len = sum(len(t) for t in _texts_and_images(body)[0]) + len(str(body.get("system") or ""))
     return {
         "id": "msg_" + uuid.uuid4().hex[:24],
@@ -120,7 +124,11 @@ def openai_completion(body: dict, ans: Answer) -> dict:
                 "index": 0,
                 "finish_reason": "length" if ans.truncated else "stop",
                 "logprobs": None,
-                "message": {"role": "assistant", "content": ans.text, "refusal": None},
+                "message": {
+                    "role": "assistant",
+                    "content": None if ans.refused else ans.text,
+                    "refusal": ans.text if ans.refused else None,
+                },
             }
         ],
         "usage": {

@@ -20,7 +20,9 @@ from .fake_bodies import anthropic_error, anthropic_message, compute_answer, ope
 from .http import HttpRequest, HttpResponse
 
 STATUS_FAULTS = {"429": 429, "529": 529, "500": 500, "400": 400, "401": 401, "403": 403, "404": 404}
-ALL_FAULTS = frozenset({*STATUS_FAULTS, "hang", "drop", "truncate", "badjson", "malformed", "wronglen"})
+ALL_FAULTS = frozenset(
+    {*STATUS_FAULTS, "hang", "drop", "truncate", "badjson", "malformed", "wronglen", "refusal"}
+)
 DEFAULT_RATE_FAULTS = ("429", "529", "500", "hang", "malformed", "wronglen")
 
 
