@@ -5,7 +5,7 @@ from __future__ import annotations
 import email.utils
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 
 from ..redact import redact_text
@@ -100,14 +100,39 @@ _FATAL_HINTS = {
     422: "the provider could not process the request; check the model's supported parameters",
 }
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
+# 429s that retrying cannot fix: out of credit or over a spend/usage limit (OpenAI error.code / error.type,
+# Anthropic error.details.error_code)
+QUOTA_CODES = frozenset(
+    {
+        "insufficient_quota",
+        "credit_balance_exhausted",
+        "organization_spend_limit_exceeded",
+        "project_spend_limit_exceeded",
+        "organization_usage_limit_exceeded",
+        "enforced_spend_limit_reached",
+        "contract_spend_limit_reached",
+    }
+)
+QUOTA_HINT = (
+    "the account is out of credit or over a spend limit, which retrying cannot fix: add credit or raise the "
+    "limit, then rerun the same command (answered requests are cached)"
+)
 
 
 def status_error(
-    provider: str, status: int, message: str, headers: Mapping[str, str] | None, key_env_var: str | None
+    provider: str,
+    status: int,
+    message: str,
+    headers: Mapping[str, str] | None,
+    key_env_var: str | None,
+    codes: Collection[str] = (),
 ) -> Exception:
-    """One mapping from an HTTP error status to RetryableError / FatalTeacherError."""
+    """One mapping from an HTTP error status (and the provider's error codes) to RetryableError /
+    FatalTeacherError."""
     # providers sometimes echo a masked key ("Incorrect API key provided: sk-ab***yz"): never pass it on
     text = redact_text(f"{provider} HTTP {status}: {message}")
+    if status == 429 and QUOTA_CODES.intersection(codes):
+        return FatalTeacherError(text, status=status, hint=QUOTA_HINT)
     if status in RETRYABLE_STATUS or status >= 500:
         return RetryableError(text, retry_after=parse_retry_after(headers), status=status)
     hint = _FATAL_HINTS.get(status, "see the provider's error message above")

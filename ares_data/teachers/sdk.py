@@ -25,6 +25,19 @@ def error_message(e: Any) -> str:
     return str(getattr(e, "message", None) or e)
 
 
+def error_codes(e: Any) -> set[str]:
+    """The provider's machine-readable error codes: OpenAI `error.code` / `error.type`, Anthropic
+    `error.details.error_code` (both SDKs keep the body's `error` object, or the whole body)."""
+    body = getattr(e, "body", None)
+    err = body.get("error", body) if isinstance(body, dict) else None
+    found = {getattr(e, "code", None), getattr(e, "error_code", None)}
+    if isinstance(err, dict):
+        details = err.get("details")
+        found |= {err.get("code"), err.get("type")}
+        found.add(details.get("error_code") if isinstance(details, dict) else None)
+    return {str(c) for c in found if c}
+
+
 class SDKTeacher(Teacher):
     sdk: ClassVar[ModuleType]  # the SDK module: its exception classes share names across both SDKs
 
@@ -34,7 +47,7 @@ class SDKTeacher(Teacher):
             return await coro
         except sdk.APIStatusError as e:
             raise status_error(
-                name, e.status_code, error_message(e), e.response.headers, self.key_env_var
+                name, e.status_code, error_message(e), e.response.headers, self.key_env_var, error_codes(e)
             ) from None
         except sdk.APITimeoutError:
             raise RetryableError(f"{name}: no reply within {self.timeout:g}s") from None

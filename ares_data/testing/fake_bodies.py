@@ -162,3 +162,17 @@ def openai_error(status: int, message: str) -> dict:
         status, "server_error"
     )
     return {"error": {"message": message, "type": kind, "param": None, "code": kind}}
+
+
+def quota_error(provider: str) -> dict:
+    """The 429 a provider sends when the account is out of credit / over its spend limit (no retry-after)."""
+    if provider == "anthropic":
+        error = {
+            "type": "rate_limit_error",
+            "message": "injected fault quota: the monthly usage limit of this organization is reached",
+            "details": {"error_code": "enforced_spend_limit_reached"},
+        }
+        return {"type": "error", "error": error}
+    message = "injected fault quota: you exceeded your current quota, please check your plan and billing"
+    code = "insufficient_quota"
+    return {"error": {"message": message, "type": code, "param": None, "code": code}}

@@ -16,12 +16,19 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .fake_batches import BatchStore
-from .fake_bodies import anthropic_error, anthropic_message, compute_answer, openai_completion, openai_error
+from .fake_bodies import (
+    anthropic_error,
+    anthropic_message,
+    compute_answer,
+    openai_completion,
+    openai_error,
+    quota_error,
+)
 from .http import HttpRequest, HttpResponse
 
 STATUS_FAULTS = {"429": 429, "529": 529, "500": 500, "400": 400, "401": 401, "403": 403, "404": 404}
 ALL_FAULTS = frozenset(
-    {*STATUS_FAULTS, "hang", "drop", "truncate", "badjson", "malformed", "wronglen", "refusal"}
+    {*STATUS_FAULTS, "hang", "drop", "truncate", "badjson", "malformed", "wronglen", "refusal", "quota"}
 )
 DEFAULT_RATE_FAULTS = ("429", "529", "500", "hang", "malformed", "wronglen")
 
@@ -170,6 +177,8 @@ class FakeTeacher:
             status = STATUS_FAULTS[fault]
             retry = {"retry-after": f"{self.options.retry_after:g}"} if status in (429, 529) else {}
             return self._error(provider, status, f"injected fault {fault}", retry)
+        if fault == "quota":
+            return self._json(quota_error(provider), 429)
         if fault == "drop":
             return HttpResponse(action="drop")
         if fault == "badjson":  # a 200 whose body is not JSON at all

@@ -9,7 +9,8 @@ OpenAI SDK: base_url http://127.0.0.1:P/v1 (POST /chat/completions, /files, /bat
 Faults (`--faults`, drawn at `--fault-rate`, or queued with `enqueue`): 429 (with retry-after),
 529 (overloaded), 500, 400/401/403/404, hang (no reply for `hang_s`), drop (connection closed),
 truncate (half a body), badjson (a 200 whose body is not JSON), malformed (unparseable reply
-content), wronglen (one score missing / a cut-off correction).
+content), wronglen (one score missing / a cut-off correction), refusal (a safety refusal in the provider's
+format), quota (the 429 of an account out of credit / over its spend limit, not retryable).
 Control endpoints: GET /_fake/stats, POST /_fake/config, POST /_fake/reset. API keys are checked for presence
 only and never stored.
 """
