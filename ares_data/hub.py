@@ -385,8 +385,7 @@ def _publish_pulled(store: Store, repo: str, rev: str | None, local: Path, cfg: 
                             "command": m.get("command"), "parents": m.get("parents", [])}
     target = name if (name and m.get("hub", {}).get("default")) else m["name"]
     with store.writer(target, m["kind"], parents=parents, params=m.get("params") or {}, extra=extra) as w:
-        for batch in table.to_batches(max_chunksize=10_000):
-            w.write_all(batch.to_pylist())
+        w.write_table(table)
         for key, n in (m.get("counts") or {}).items():
             w.count(key, n)
     version = w.result

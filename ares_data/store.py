@@ -134,6 +134,15 @@ class Writer:
         for row in rows:
             self.write(row)
 
+    def write_table(self, table: Any) -> None:
+        """Bulk-write a pyarrow Table already in the kind's columns (e.g. read back from Parquet)."""
+        try:
+            table = table.select(list(self.features)).cast(self.features.arrow_schema)
+        except Exception as exc:  # noqa: BLE001 - missing column or incompatible type
+            raise InputError(f"table does not fit kind '{self.kind}': {exc}", row=self.rows) from exc
+        self._writer.write_table(table)
+        self.rows += table.num_rows
+
     def count(self, key: str, n: int = 1) -> None:
         self.counts[key] = self.counts.get(key, 0) + n
 

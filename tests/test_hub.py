@@ -269,3 +269,18 @@ def test_large_data_is_sharded_and_private_repos(hub: FakeHub, lineage: dict, st
     assert r.exit_code == 1 and "not found" in r.stderr  # private: invisible without the token
     r = data(["pull", "me/sharded", "--store", tmp_path / "s"])
     assert r.exit_code == 0, r.output
+
+
+def test_bulk_write_table_checks_columns(store_dir: Path) -> None:
+    from ares_data.errors import InputError
+
+    store = Store(store_dir)
+    good = build_lineage(store)["scores"]
+    with store.writer("copy", "scores") as w:
+        w.write_table(read_table(good))
+    assert read_table(w.result).to_pylist() == read_table(good).to_pylist()
+    assert w.result.manifest["rows"] == 18
+    with pytest.raises(InputError, match="does not fit kind 'scores'"):
+        with store.writer("bad", "scores") as w:
+            w.write_table(read_table(good).drop_columns(["scores"]))
+    assert store.versions("bad") == []
