@@ -9,6 +9,9 @@
 - `build_tiny_vlm(out_dir)`: a tiny LLaVA-style model (CLIP vision tower + projector + Llama text model) and
   its `LlavaProcessor`, loadable with `AutoModelForImageTextToText` / `AutoProcessor`.
 
+LLaVA rather than Qwen2-VL: transformers' `Qwen2VLProcessor` insists on a video processor, which needs
+torchvision (not a dependency here); LLaVA's processor needs only a CLIP image processor (PIL backend).
+
 The weights are random, so generations are gibberish; what matters is that every code path (tokenization,
 generation, images, training, saving, loading) is the real one.
 """
@@ -118,12 +121,13 @@ def _add_byte_fallback(tok: Any) -> None:
     ])
 
 
-def _text_config(arch: str, tokenizer: Any, seed: int) -> Any:
+def _text_config(arch: str, tokenizer: Any, hidden_size: int = 64, num_layers: int = 2) -> Any:
     from transformers import LlamaConfig, Qwen2Config
 
     cls = Qwen2Config if arch == "qwen2" else LlamaConfig
     return cls(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
@@ -143,15 +147,19 @@ def build_tiny_text_model(
     tokenizer_kind: TokenizerKind = "bpe",
     seed: int = 0,
     vocab_size: int = 512,
+    hidden_size: int = 64,
+    num_layers: int = 2,
 ) -> Path:
-    """Save a tiny random causal LM + tokenizer to `out_dir` (Qwen2 for "bpe", Llama for "sentencepiece")."""
+    """Save a tiny random causal LM + tokenizer to `out_dir` (Qwen2 for "bpe", Llama for "sentencepiece").
+
+    `hidden_size` (a multiple of 4) and `num_layers` make bigger models for benchmarks."""
     import torch
     from transformers import AutoModelForCausalLM
 
     out = Path(out_dir)
     tokenizer = train_tokenizer(texts, tokenizer_kind, vocab_size)
     torch.manual_seed(seed)
-    config = _text_config("qwen2" if tokenizer_kind == "bpe" else "llama", tokenizer, seed)
+    config = _text_config("qwen2" if tokenizer_kind == "bpe" else "llama", tokenizer, hidden_size, num_layers)
     model = AutoModelForCausalLM.from_config(config)
     _set_generation_defaults(model, tokenizer)
     out.mkdir(parents=True, exist_ok=True)
@@ -174,13 +182,12 @@ def build_tiny_vlm(
     A 28x28 image with 14x14 patches gives 4 image tokens per image (the CLS feature is dropped).
     """
     import torch
-    from transformers import (
-        AutoModelForImageTextToText,
-        CLIPImageProcessor,
-        CLIPVisionConfig,
-        LlavaConfig,
-        LlavaProcessor,
-    )
+    from transformers import AutoModelForImageTextToText, CLIPVisionConfig, LlavaConfig, LlavaProcessor
+
+    try:  # the PIL backend: no torchvision needed (and no warning about its absence)
+        from transformers import CLIPImageProcessorPil as CLIPImageProcessor
+    except ImportError:  # older transformers
+        from transformers import CLIPImageProcessor
 
     out = Path(out_dir)
     tokenizer = train_tokenizer(texts, "bpe", vocab_size, extra_special_tokens=[IMAGE_TOKEN])
@@ -189,7 +196,7 @@ def build_tiny_vlm(
         image_size=image_size, patch_size=patch_size, projection_dim=32,
     )
     config = LlavaConfig(
-        vision_config=vision, text_config=_text_config("llama", tokenizer, seed),
+        vision_config=vision, text_config=_text_config("llama", tokenizer),
         image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         image_seq_length=(image_size // patch_size) ** 2, vision_feature_select_strategy="default",
         vision_feature_layer=-1,
