@@ -117,3 +117,18 @@ def test_sft_resume(env: dict[str, Any], tmp_path: Path) -> None:
     r = train(["--store", env["store"], "sft", "--model", env["bpe"], "--corrections", "few",
                "-o", tmp_path / "empty", "--resume"])
     assert r.exit_code == 1 and "no checkpoint" in r.stderr
+
+
+def test_sft_vlm_lora_adapts_only_the_language_model(env: dict[str, Any], tmp_path: Path) -> None:
+    from transformers import AutoModelForImageTextToText
+
+    sft(env, env["vlm"], tmp_path / "o", "--max-steps", 1, "--lr", 1e-2, "--lora-r", 4, "--merge")
+    tuned = load_policy(tmp_path / "o").model.state_dict()
+    adapted = {k.split(".lora_B")[0] for k in tuned if "lora_B" in k}
+    assert adapted and all("language_model" in k for k in adapted)  # the vision tower stays frozen
+    assert all(tuned[k].abs().sum() > 0 for k in tuned if "lora_B" in k)
+    base, merged = state(env["vlm"]), AutoModelForImageTextToText.from_pretrained(tmp_path / "o" / "merged")
+    merged_state = merged.state_dict()
+    vision = [k for k in base if "vision_tower" in k]
+    assert vision and all(torch.equal(base[k], merged_state[k]) for k in vision)
+    assert any(not torch.equal(base[k], merged_state[k]) for k in base if k.endswith("q_proj.weight"))
