@@ -30,7 +30,7 @@ def assert_offsets(text: str, sents: list[Sentence]) -> None:
 
 def test_gold_set_is_big_enough_and_well_formed() -> None:
     assert len(GOLD_RECORDS) >= 40
-    assert {r["split"] for r in GOLD_RECORDS} == {"tune", "heldout-1", "heldout-2"}
+    assert {"tune", "heldout-1", "heldout-2", "heldout-3"} <= {r["split"] for r in GOLD_RECORDS}
     for rec in GOLD_RECORDS:  # gold sentences are trimmed slices, in order, covering all non-space text
         text = rec["text"]
         pos = 0
