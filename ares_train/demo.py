@@ -33,10 +33,10 @@ class DemoOptions:
     teacher: str = "reference"
     teacher_base_url: str = ""
     rounds: int = 2
-    k: int = 2  # rationales per problem in each rollout
-    max_new_tokens: int = 48
+    k: int = 4  # rationales per problem in each RL rollout
+    max_new_tokens: int = 64
     limit: int = 0  # train problems used by the loop (0 = all 40)
-    warm_epochs: float = 30.0
+    warm_epochs: float = 40.0
     eval_split: str = "val,test"
     threads: int = 1  # torch CPU threads: one is fastest for a model this small on a busy machine
 
@@ -83,8 +83,8 @@ def loop_settings(opts: DemoOptions, model: str) -> Any:
                       eval_split=opts.eval_split, name="demo", correct_k=1)
     loop.validate()
     rollout = {"k": opts.k, "max_new_tokens": opts.max_new_tokens, "temperature": 1.0, "batch_size": 32}
-    ppo = {"ppo_epochs": 2, "mini_batch_size": 16, "lr": 3e-4, "kl_coef": 0.05, "save_checkpoints": False}
-    sft = {"epochs": 3, "lr": 1e-3, "batch_size": 8, "logging_steps": 5, "save_steps": 10000}
+    ppo = {"ppo_epochs": 2, "mini_batch_size": 16, "lr": 5e-5, "kl_coef": 0.1, "save_checkpoints": False}
+    sft = {"epochs": 1, "lr": 2e-4, "batch_size": 8, "logging_steps": 5, "save_steps": 10000}
     evl = {"max_new_tokens": opts.max_new_tokens, "answer_tokens": 6, "batch_size": 32}
     return LoopSettings(loop, rollout, ppo, sft, evl, source="ares demo")
 

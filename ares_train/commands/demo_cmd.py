@@ -20,10 +20,10 @@ def demo_cmd(
                                                             help="Teacher API base URL.")] = None,
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="ARES rounds (RL step + correction step).")
                       ] = 2,
-    k: Annotated[int, typer.Option("--k", min=1, help="Rationales sampled per problem.")] = 2,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=4, help="Rationale length.")] = 48,
+    k: Annotated[int, typer.Option("--k", min=1, help="Rationales sampled per problem.")] = 4,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=4, help="Rationale length.")] = 64,
     limit: Annotated[int, typer.Option("--limit", min=0, help="Train problems used (0 = all 40).")] = 0,
-    warm_epochs: Annotated[float, typer.Option("--warm-epochs", help="Warm-start SFT epochs.")] = 30.0,
+    warm_epochs: Annotated[float, typer.Option("--warm-epochs", help="Warm-start SFT epochs.")] = 40.0,
     threads: Annotated[int, typer.Option("--threads", min=0, help="torch CPU threads (0 = torch's default)."
                                          )] = 1,
     as_json: JsonOpt = False,
