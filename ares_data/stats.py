@@ -135,7 +135,10 @@ def group_stats(store: Store, version: Version, df: pl.DataFrame, by: str) -> li
         choices = ", ".join(c for c in pcols if c not in ("image", "choices"))
         raise UsageError(f"--by {by}: not a problems column (choose from: {choices})")
     groups = frame(problems, ["problem_id", by]).with_columns(pl.col(by).cast(pl.Utf8).fill_null(""))
-    joined = df.join(groups, on="problem_id", how="left").with_columns(pl.col(by).fill_null("(unknown)"))
+    keep = [c for c in ("problem_id", "status", "scores", "edited", "added", "removed", "cost_usd")
+            if c in df.columns]  # the join copies what it carries: leave the sentences behind
+    joined = (df.select(keep).join(groups, on="problem_id", how="left")
+              .with_columns(pl.col(by).fill_null("(unknown)")))
     aggs = [pl.len().alias("rows")]
     if "status" in joined.columns:
         aggs.append((pl.col("status") != "ok").mean().alias("failure_rate"))
