@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 from urllib.parse import urlparse
 
@@ -18,11 +19,15 @@ import openai
 from openai.types.chat import ChatCompletion
 
 from ..errors import MissingKeyError
-from .base import Reply, Request, RetryableError
+from .base import FatalTeacherError, Reply, Request, RetryableError
 from .headers import openai_limits
 from .sdk import SDKTeacher
 
 PLACEHOLDER_KEY = "no-key-needed"
+# Parameters a model or server may reject with a 400 naming them (reasoning models: temperature other than
+# 1; older models and OpenAI-compatible servers: json_schema response_format). Such a parameter is left
+# out from then on: the provider's default sampling applies, and the tasks' lenient parser reads replies.
+OPTIONAL_PARAMS = ("response_format", "temperature")
 ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
 
 
@@ -47,6 +52,7 @@ class OpenAITeacher(SDKTeacher):
         if base_url:
             kwargs["base_url"] = base_url  # otherwise the SDK reads OPENAI_BASE_URL itself
         self.client = openai.AsyncOpenAI(**kwargs)
+        self.dropped: set[str] = set()  # OPTIONAL_PARAMS this model/server rejected
 
     # -- request / reply conversion -------------------------------------------------------------
     def params(self, request: Request) -> dict[str, Any]:
@@ -71,6 +77,8 @@ class OpenAITeacher(SDKTeacher):
         if request.response_schema is not None:
             schema = {"name": request.schema_name, "schema": request.response_schema, "strict": True}
             params["response_format"] = {"type": "json_schema", "json_schema": schema}
+        for name in self.dropped:
+            params.pop(name, None)
         return params
 
     @staticmethod
@@ -97,7 +105,15 @@ class OpenAITeacher(SDKTeacher):
 
     async def send(self, request: Request) -> Reply:
         create = self.client.chat.completions.with_raw_response.create
-        return self.to_reply(await self._raw(create, openai_limits, **self.params(request)))
+        while True:
+            params = self.params(request)
+            try:
+                return self.to_reply(await self._raw(create, openai_limits, **params))
+            except FatalTeacherError as e:
+                name = _rejected_param(e, params)
+                if name is None:
+                    raise
+                self.dropped.add(name)  # resend without it (each parameter is dropped at most once)
 
     async def submit_batch(self, items: list[tuple[str, Request]]) -> str:
         lines = [
@@ -158,6 +174,14 @@ class OpenAITeacher(SDKTeacher):
 
     async def aclose(self) -> None:
         await self.client.close()
+
+
+def _rejected_param(e: FatalTeacherError, params: dict[str, Any]) -> str | None:
+    """The optional parameter a 400/422 names (OpenAI sets error.param; compatible servers name it in the
+    message), if we sent it."""
+    if e.status not in (400, 422):
+        return None
+    return next((p for p in OPTIONAL_PARAMS if p in params and re.search(rf"\b{p}\b", str(e))), None)
 
 
 def _part(b: dict) -> dict:

@@ -157,11 +157,19 @@ def anthropic_error(status: int, message: str) -> dict:
     }
 
 
-def openai_error(status: int, message: str) -> dict:
+def openai_error(status: int, message: str, param: str | None = None) -> dict:
     kind = {429: "rate_limit_exceeded", 401: "invalid_api_key", 404: "model_not_found"}.get(
         status, "server_error"
     )
-    return {"error": {"message": message, "type": kind, "param": None, "code": kind}}
+    return {"error": {"message": message, "type": kind, "param": param, "code": kind}}
+
+
+def unsupported_param(param: str) -> dict:
+    """OpenAI's 400 for a parameter the model does not accept (e.g. temperature 0 on reasoning models,
+    json_schema on older models); OpenAI-compatible servers word it differently but name the parameter."""
+    message = f"Unsupported parameter: '{param}' is not supported with this model."
+    return {"error": {"message": message, "type": "invalid_request_error", "param": param,
+                      "code": "unsupported_parameter"}}
 
 
 def quota_error(provider: str) -> dict:

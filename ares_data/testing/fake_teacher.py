@@ -23,6 +23,7 @@ from .fake_bodies import (
     openai_completion,
     openai_error,
     quota_error,
+    unsupported_param,
 )
 from .http import HttpRequest, HttpResponse
 
@@ -45,9 +46,11 @@ class Options:
     plain_text: bool = False  # ignore tools / json_schema and answer in prose (tests lenient parsing)
     rpm_limit: int | None = None  # enforce a requests-per-minute limit with real 429s
     require_auth: bool = True
+    reject_params: tuple[str, ...] = ()  # OpenAI endpoint: 400 for bodies carrying these parameters
 
     def __post_init__(self) -> None:
         self.faults = tuple(self.faults)
+        self.reject_params = tuple(self.reject_params)
         unknown = set(self.faults) - ALL_FAULTS
         if unknown:
             raise ValueError(f"unknown fault(s) {sorted(unknown)}; known: {sorted(ALL_FAULTS)}")
@@ -165,6 +168,9 @@ class FakeTeacher:
         if wait is not None:
             self._fault_count("rpm_limit")
             return self._error(provider, 429, "rate limit exceeded", {"retry-after": f"{wait:.3f}"})
+        rejected = next((p for p in self.options.reject_params if p in body), None)
+        if provider == "openai" and rejected:
+            return self._json(unsupported_param(rejected), 400)
         fault = self.draw_fault(key)
         if fault:
             self._fault_count(fault)
