@@ -85,6 +85,9 @@ def load_policy(
 
     hf_logging.disable_progress_bar()  # library code draws nothing; the CLI renders its own progress
     path = str(path)
+    if path.startswith(("/", ".", "~")) and not Path(path).expanduser().exists():
+        raise NotFoundError(f"model folder {path} not found",
+                            hint="pass a model folder or a hub id (org/name)")
     adapter = is_adapter_dir(path)
     base = _adapter_base(path) if adapter else path
     try:

@@ -105,6 +105,9 @@ def test_rollout_errors(env: dict[str, Any], tmp_path: Path) -> None:
     assert r.exit_code == 1 and "split 'nope'" in r.stderr and "train" in r.stderr
     r = train(["--store", env["store"], "rollout", "--problems", "sqa", "-o", "x"])
     assert r.exit_code == 1 and "needs 'model'" in r.stderr
+    r = train(["--store", env["store"], "rollout", "--model", tmp_path / "nothing", "--problems", "sqa",
+               "-o", "x"])
+    assert r.exit_code == 1 and "model folder" in r.stderr and "not found" in r.stderr
     r = train(["--store", env["store"], "rollout", "--model", env["bpe"], "--problems", "sqa", "-o", "x",
                "--temperature", 0, "--k", 2, "--limit", 1, "--max-new-tokens", 2])
     assert r.exit_code == 0 and "Warning: temperature 0 is greedy" in r.stderr
