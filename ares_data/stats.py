@@ -42,8 +42,11 @@ def compute(store: Store, version: Version, by: str | None = None) -> dict[str, 
         "scores": ["rationale_id", "problem_id", "sentences", "scores", *_TEACHER_COLS],
         "corrections": ["problem_id", "kept", "edited", "added", "removed", *_TEACHER_COLS],
         "rationales": ["problem_id", "text", "sentences"],
-        "problems": ["problem_id", "subject", "grade", "split", "source"],
-    }.get(kind)
+        "problems": ["problem_id", "subject", "grade", "split", "source", "image"],
+        "prm": ["problem_id", "labels"],
+        "dpo": ["problem_id", "chosen_score", "rejected_score"],
+        "dpo-text": ["problem_id", "chosen_score", "rejected_score"],
+    }.get(kind, ["problem_id"])
     df = frame(version, cols)
     out: dict[str, Any] = {"ref": version.ref, "kind": kind, "rows": df.height}
     if "status" in df.columns:
@@ -56,6 +59,17 @@ def compute(store: Store, version: Version, by: str | None = None) -> dict[str, 
     elif kind == "rationales":
         out["duplicate_rationale_rate"] = duplicate_rate(df, pl.col("text"))
         out["sentences_per_rationale"] = _r(df.select(pl.col("sentences").list.len().mean()).item())
+    elif kind == "problems":
+        out["with_image"] = df.select(pl.col("image").struct.field("bytes").is_not_null().sum()).item()
+        out["subjects"] = dict(df.group_by("subject").len().sort("subject").iter_rows())
+        df = df.drop("image")
+    elif kind == "prm":
+        labels = df.select(pl.col("labels").explode().drop_nulls())["labels"]
+        out["steps"] = labels.len()
+        out["positive_label_rate"] = _r(labels.mean()) if labels.len() else None
+    elif kind.startswith("dpo"):
+        margin = (pl.col("chosen_score") - pl.col("rejected_score")).mean()
+        out["mean_score_margin"] = _r(df.select(margin).item())
     if by:
         out["by"] = {"column": by, "groups": group_stats(store, version, df, by)}
     return out

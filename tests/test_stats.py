@@ -75,6 +75,23 @@ def test_stats_corrections_edit_rates(lineage: dict) -> None:
     assert [g["grade"] for g in st["by"]["groups"]] == ["grade1", "grade2", "grade3"]
 
 
+def test_stats_problems_and_exports(lineage: dict, store_dir: Path) -> None:
+    from ares_data.export import export_dpo, export_prm
+
+    store = Store(store_dir)
+    export_prm(store, "scores", "prm", threshold=0.5)
+    export_dpo(store, "scores", "dpo")
+    st = data(["stats", "sqa", "--json"]).json()
+    assert st["with_image"] == 3 and sum(st["subjects"].values()) == 6
+    prm = data(["stats", "prm", "--json"]).json()
+    labels = [x for row in store.load("prm") for x in row["labels"]]
+    assert prm["steps"] == len(labels) and prm["positive_label_rate"] == round(sum(labels) / len(labels), 4)
+    dpo = data(["stats", "dpo"])
+    assert dpo.exit_code == 0 and "mean score margin: 0." in dpo.stdout
+    rats = data(["stats", "rats", "--json"]).json()
+    assert rats["sentences_per_rationale"] == 3.0 and rats["duplicate_rationale_rate"] == round(6 / 18, 4)
+
+
 def test_stats_errors(lineage: dict) -> None:
     r = data(["stats", "scores", "--by", "colour"])
     assert r.exit_code == 2 and "not a problems column" in r.stderr and "subject" in r.stderr

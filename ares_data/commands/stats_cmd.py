@@ -63,6 +63,10 @@ def _render(st: dict[str, Any]) -> None:
         e = st["edits"]
         c.print("edit rates: " + ", ".join(f"{k} {v:.1%}" for k, v in e["rates"].items())
                 + f"; changed rationales {e['changed_rate']:.1%}")
+    extras = ("with_image", "subjects", "sentences_per_rationale", "steps", "positive_label_rate",
+              "mean_score_margin")
+    for key in (k for k in extras if k in st):
+        c.print(f"{key.replace('_', ' ')}: {st[key]}")
     if "by" in st:
         groups = st["by"]["groups"]
         table = Table(title=f"by {st['by']['column']}")
