@@ -16,7 +16,7 @@ from ares_data.tasks import CorrectTask, JudgeTask, ScoreTask, ValidationError
 from ares_data.teachers import FatalTeacherError, Reply, RetryableError
 from ares_data.teachers.headers import anthropic_limits, parse_duration
 from ares_data.testing.teacher_server import serve
-from tests.test_teacher_server import ANTHROPIC_KEY, OPENAI_KEY, PROBLEM, PROVIDERS, RATIONALE, send, teacher
+from tests.test_teacher_server import PROBLEM, PROVIDERS, RATIONALE, keys, send, teacher  # noqa: F401
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +26,8 @@ def server():
 
 
 @pytest.fixture(autouse=True)
-def keys(monkeypatch: pytest.MonkeyPatch, server) -> None:
-    monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
-    monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
-    monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
-    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    server.reset()
-    server.set_faults(fault_rate=0.0, plain_text=False, reject_params=[])
+def no_rejected_params(server) -> None:  # after the imported autouse `keys`: API keys set, server reset
+    server.set_faults(reject_params=[])
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from .fake_bodies import anthropic_error, openai_error
 from .http import HttpRequest, HttpResponse
 
 if TYPE_CHECKING:
@@ -119,9 +120,9 @@ class BatchStore:
                 return self._openai_create(json.loads(req.body))
             if req.method == "GET" and len(parts) == 3:
                 return self._json(self._openai_object(self._get(parts[2])))
-        return self._json(
-            {"type": "error", "error": {"type": "not_found_error", "message": f"no route {path}"}}, 404
-        )
+        if parts[:2] == ["v1", "messages"]:
+            return self._json(anthropic_error(404, f"no route {path}"), 404)
+        return self._json(openai_error(404, f"no route {path}"), 404)
 
     def _get(self, batch_id: str) -> _Batch:
         if batch_id not in self.batches:

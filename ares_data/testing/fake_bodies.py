@@ -150,18 +150,25 @@ ANTHROPIC_ERROR_TYPES = {
 }
 
 
+def request_id() -> str:
+    return "req_" + uuid.uuid4().hex[:24]
+
+
 def anthropic_error(status: int, message: str) -> dict:
+    """{"type": "error", "error": {"type", "message"}, "request_id"} as the Messages API sends it."""
     return {
         "type": "error",
         "error": {"type": ANTHROPIC_ERROR_TYPES.get(status, "api_error"), "message": message},
+        "request_id": request_id(),
     }
 
 
 def openai_error(status: int, message: str, param: str | None = None) -> dict:
-    kind = {429: "rate_limit_exceeded", 401: "invalid_api_key", 404: "model_not_found"}.get(
-        status, "server_error"
-    )
-    return {"error": {"message": message, "type": kind, "param": param, "code": kind}}
+    """{"error": {"message", "type", "param", "code"}}: client errors are invalid_request_error (the code
+    says which), 429s are typed by the limit ("requests"), 5xx server_error."""
+    kind = "server_error" if status >= 500 else "requests" if status == 429 else "invalid_request_error"
+    code = {429: "rate_limit_exceeded", 401: "invalid_api_key", 404: "model_not_found"}.get(status)
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
 def unsupported_param(param: str) -> dict:
@@ -180,7 +187,7 @@ def quota_error(provider: str) -> dict:
             "message": "injected fault quota: the monthly usage limit of this organization is reached",
             "details": {"error_code": "enforced_spend_limit_reached"},
         }
-        return {"type": "error", "error": error}
+        return {"type": "error", "error": error, "request_id": request_id()}
     message = "injected fault quota: you exceeded your current quota, please check your plan and billing"
     code = "insufficient_quota"
     return {"error": {"message": message, "type": code, "param": None, "code": code}}

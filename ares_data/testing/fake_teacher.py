@@ -139,10 +139,10 @@ class FakeTeacher:
     # -- routing --------------------------------------------------------------------------------
     async def handle(self, req: HttpRequest) -> HttpResponse:
         path = req.path.rstrip("/")
+        provider = "openai" if not path.startswith("/v1/messages") else "anthropic"
         try:
             if path.startswith("/_fake/"):
                 return self._control(req, path)
-            provider = "openai" if not path.startswith("/v1/messages") else "anthropic"
             if self.options.require_auth and not (
                 req.headers.get("x-api-key") or req.headers.get("authorization")
             ):
@@ -152,9 +152,7 @@ class FakeTeacher:
                 return await self._model(provider, path, json.loads(req.body or b"{}"))
             return self.batches.route(req, path)
         except (ValueError, KeyError, TypeError) as e:
-            return self._json(
-                {"error": {"type": "invalid_request_error", "message": f"bad request: {e}"}}, 400
-            )
+            return self._error(provider, 400, f"bad request: {e}")
 
     def count(self, endpoint: str) -> None:
         self.stats.by_endpoint[endpoint] = self.stats.by_endpoint.get(endpoint, 0) + 1
