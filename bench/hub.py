@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import huggingface_hub.constants as constants  # noqa: E402
 from stats import build  # noqa: E402  (bench/stats.py: the synthetic 1M-row lineage builder)
 
-from ares_data.hub import pull, push  # noqa: E402
+from ares_data.hub import push  # noqa: E402
+from ares_data.hub_pull import pull  # noqa: E402
 from ares_data.store import Store  # noqa: E402
 from ares_data.testing.fake_hub import FakeHub  # noqa: E402
 

@@ -55,7 +55,7 @@ def pull_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Bring a pushed dataset (and the lineage pushed with it) back into the store, fingerprints verified."""
-    from ..hub import pull
+    from ..hub_pull import pull
 
     with err_console().status(f"pulling {spec} ..."):
         versions = pull(get_store(store), spec, output or None)
