@@ -187,6 +187,16 @@ def statistics(version: Version, stats: dict[str, Any] | None, image: str | None
         rates = ", ".join(f"{k} {v:.1%}" for k, v in st["edits"]["rates"].items())
         changed = st["edits"]["changed_rate"]
         lines.append(f"- edits (share of sentences): {rates}; rationales changed {changed:.1%}")
+    labels = {"with_image": "problems with an image", "subjects": "problems by subject",
+              "sentences_per_rationale": "sentences per rationale", "steps": "steps (sentences)",
+              "positive_label_rate": "share of steps labelled good", "mean_score_margin":
+              "mean score margin chosen - rejected"}
+    for key, label in labels.items():
+        if key in st:
+            value = st[key]
+            if isinstance(value, dict):
+                value = ", ".join(f"{k} {v}" for k, v in value.items())
+            lines.append(f"- {label}: {value}")
     usage = m.get("usage") or {}
     tokens = st.get("tokens") or {"input": usage.get("input_tokens"), "output": usage.get("output_tokens")}
     cost = m.get("cost_usd", st.get("cost_usd"))
@@ -228,7 +238,7 @@ def render_card(store: Store, version: Version, *, configs: list[CardConfig] | N
                 stats: dict[str, Any] | None = None, image: str | None = None, endpoint: str = HUB) -> str:
     """The README.md (YAML block + Markdown) for `version`, pushed as the default config of `configs`."""
     configs = configs or [CardConfig(version.kind, version, default=True)]
-    if stats is None and version.kind in ("scores", "corrections", "rationales"):
+    if stats is None:
         from .stats import compute
 
         stats = compute(store, version)

@@ -227,7 +227,7 @@ def build_folder(store: Store, configs: list[CardConfig], out: Path, *, repo: st
         (out / "ares" / cfg.name).mkdir(parents=True, exist_ok=True)
         (out / "ares" / cfg.name / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True,
                                                                          default=str))
-        if cfg.default and cfg.version.kind in ("scores", "corrections", "rationales"):
+        if cfg.default:
             main_stats = compute(store, cfg.version)
             if "histogram" in main_stats:
                 plot(main_stats, out / "assets" / f"{cfg.name}-scores.png")

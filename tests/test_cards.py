@@ -86,6 +86,9 @@ def test_every_kind_has_a_template_and_renders(lineage: dict, store_dir: Path) -
     assert "trl" in card_metadata(sft)["tags"] and "SFTTrainer" in sft and "skipped_failed 3" in sft
     edits = render_card(store, lineage["corrections"])
     assert "edits (share of sentences)" in edits
+    assert "share of steps labelled good" in render_card(store, versions[5])
+    assert "mean score margin chosen - rejected" in render_card(store, versions[6])
+    assert "problems with an image: 3" in render_card(store, lineage["problems"])
 
 
 def test_card_errors(store_dir: Path) -> None:
