@@ -134,8 +134,12 @@ def _first_line(e: BaseException) -> str:
 
 
 def _api(token: str | None) -> Any:
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi, constants
     from huggingface_hub.utils import disable_progress_bars
+
+    if constants.HF_HUB_OFFLINE:
+        raise HubError("huggingface_hub is in offline mode (HF_HUB_OFFLINE is set)",
+                       hint="unset HF_HUB_OFFLINE to push or pull")
 
     disable_progress_bars()  # library code never prints; the CLI shows its own status
     return HfApi(endpoint=endpoint(), token=token)

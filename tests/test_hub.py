@@ -196,8 +196,13 @@ def test_hub_errors_are_clear(hub: FakeHub, lineage: dict, monkeypatch: pytest.M
     _push()
     r = data(["pull", f"{REPO}@v9"])
     assert r.exit_code == 1 and "no such revision" in r.stderr
-    monkeypatch.delenv("HF_TOKEN")
     import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    r = data(["pull", f"{REPO}@v1"])
+    assert r.exit_code == 1 and "offline mode (HF_HUB_OFFLINE is set)" in r.stderr
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_TOKEN")
 
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", "/nonexistent/token")
     monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", "/nonexistent/stored_tokens")
