@@ -60,6 +60,11 @@ class ProblemSource(ABC):
         """Number of records, when cheap to know (for progress bars)."""
         return None
 
+    def subsets_of(self, where: Where) -> set[str]:
+        """Named subsets a record also belongs to beside its own split (ScienceQA's minival, trainval...):
+        `--split` selects by these too, while the row keeps its own split."""
+        return set()
+
 
 def hash_files(paths: Iterable[Path]) -> str:
     """sha256 over (path relative to the files' common folder, content) of each file, in sorted order."""
@@ -216,11 +221,12 @@ class _Run:
         for done, (where, raw) in enumerate(self.source.records(), 1):
             if progress is not None:
                 progress(done, total)
-            if self.splits is not None and where.split is not None and where.split not in self.splits:
+            wanted = self.splits is None or bool(self.splits & self.source.subsets_of(where))
+            if not wanted and where.split is not None and where.split not in self.splits:
                 continue
             try:
                 row = self.source.convert(where, raw)
-                if self.splits is not None and row["split"] not in self.splits:
+                if not wanted and row["split"] not in self.splits:
                     continue
                 validate_row("problems", row, file=where.file, index=where.row)
                 if row["problem_id"] in seen:

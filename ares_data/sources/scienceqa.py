@@ -90,6 +90,7 @@ class ScienceQAFiles(ProblemSource):
         self.problems: dict[str, Any] = problems
         self.splits_file = root / "pid_splits.json"
         self.split_of: dict[str, str] = {}
+        self.subsets: dict[str, set[str]] = {}  # pid -> other pid_splits.json lists naming it (minival...)
         if self.splits_file.exists():
             splits = load_json(self.splits_file)
             if not isinstance(splits, dict):
@@ -102,7 +103,8 @@ class ScienceQAFiles(ProblemSource):
             )
             for split in ordered:
                 for pid in splits[split] if isinstance(splits[split], list) else []:
-                    self.split_of.setdefault(str(pid), split)
+                    if self.split_of.setdefault(str(pid), split) != split:
+                        self.subsets.setdefault(str(pid), set()).add(split)
 
     def params(self) -> dict[str, Any]:
         return {"path": str(self.root.resolve()), "layout": "official"}
@@ -111,6 +113,9 @@ class ScienceQAFiles(ProblemSource):
         if pid in self.split_of:
             return self.split_of[pid]
         return rec.get("split") if isinstance(rec, dict) and isinstance(rec.get("split"), str) else None
+
+    def subsets_of(self, where: Where) -> set[str]:
+        return self.subsets.get(str(where.row), set())
 
     def _image_path(self, pid: str, split: str | None, name: str) -> Path | None:
         candidates = [
