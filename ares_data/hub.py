@@ -91,9 +91,13 @@ def parse_repo(spec: str) -> tuple[str, str | None]:
 
 @contextlib.contextmanager
 def hub_errors(action: str, repo: str) -> Iterator[None]:
-    """Turn huggingface_hub / network exceptions into one clear HubError."""
+    """Turn huggingface_hub / network exceptions into one clear HubError; no progress bars meanwhile
+    (library code never prints: the CLI shows its own status)."""
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
+    were_disabled = are_progress_bars_disabled()
+    disable_progress_bars()
     try:
         yield
     except RevisionNotFoundError as e:
@@ -115,6 +119,9 @@ def hub_errors(action: str, repo: str) -> Iterator[None]:
         raise HubError(f"{action} failed: cannot talk to the Hub at {endpoint()}: {_first_line(cause)}",
                        hint="check the network / HF_ENDPOINT and re-run: completed uploads are kept") \
             from None
+    finally:
+        if not were_disabled:
+            enable_progress_bars()
 
 
 def _is_network(e: BaseException) -> bool:
@@ -135,13 +142,11 @@ def _first_line(e: BaseException) -> str:
 
 def _api(token: str | None) -> Any:
     from huggingface_hub import HfApi, constants
-    from huggingface_hub.utils import disable_progress_bars
 
     if constants.HF_HUB_OFFLINE:
         raise HubError("huggingface_hub is in offline mode (HF_HUB_OFFLINE is set)",
                        hint="unset HF_HUB_OFFLINE to push or pull")
 
-    disable_progress_bars()  # library code never prints; the CLI shows its own status
     return HfApi(endpoint=endpoint(), token=token)
 
 

@@ -45,7 +45,7 @@ def pull(store: Store, spec: str, name: str | None = None) -> list[Version]:
 
     repo, rev = parse_repo(spec)
     token = os.environ.get("HF_TOKEN") or None
-    _api(token)  # silence progress bars
+    _api(token)  # refuses offline mode
     with tempfile.TemporaryDirectory(prefix="ares-pull-") as tmp, hub_errors("pull", repo):
         local = Path(snapshot_download(repo, repo_type="dataset", revision=rev or "main", token=token,
                                        endpoint=endpoint(), local_dir=tmp,
