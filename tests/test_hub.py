@@ -166,6 +166,8 @@ def test_pull_round_trip_verifies_fingerprints(hub: FakeHub, lineage: dict, tmp_
         assert read_table(local).to_pylist() == read_table(original).to_pylist()
         assert content_fingerprint(kind, read_table(local)) == content_fingerprint(kind, read_table(original))
     assert pulled.manifest["teacher"] == lineage["scores"].manifest["teacher"]
+    again = data(["pull", f"{REPO}@v1", "-o", "shared-scores", "--store", other, "--json"]).json()
+    assert all(v["reused"] for v in again) and store.versions("shared-scores") == [1]
 
 
 def test_pull_refuses_tampered_data(hub: FakeHub, lineage: dict, tmp_path: Path) -> None:
