@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 
 from ares_data.tasks import CorrectTask, JudgeTask, ScoreTask, ValidationError
-from ares_data.teachers import FatalTeacherError, Reply, RetryableError
+from ares_data.teachers import FatalTeacherError, Reply, Request, RetryableError
 from ares_data.teachers.headers import anthropic_limits, parse_duration
 from ares_data.testing.teacher_server import serve
 from tests.test_teacher_server import PROBLEM, PROVIDERS, RATIONALE, keys, send, teacher  # noqa: F401
@@ -124,3 +124,16 @@ def test_rate_limit_header_formats() -> None:
     for value in (reset + "Z", reset + ".250000Z", reset + "+00:00"):
         hint = anthropic_limits({"anthropic-ratelimit-requests-reset": value})
         assert 25 < hint["requests_reset_s"] <= 31
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_validation_follow_up_of_a_blank_reply_is_accepted(server, provider: str) -> None:
+    # the Messages API rejects empty or whitespace-only text blocks with a 400 (which would stop the run)
+    task = ScoreTask(include_images=False)
+    request = task.build(PROBLEM, RATIONALE)
+    follow_up = task.retry_request(request, Reply(" \n", None, 1, 1, "end_turn"), "no scores")
+    reply = send(teacher(server, provider), follow_up)
+    assert task.parse(reply, PROBLEM, RATIONALE)["scores"] == [1.0, 0.0, 0.0]
+    blank = {"role": "user", "content": [{"type": "text", "text": "  "}]}
+    with pytest.raises(FatalTeacherError, match="non-whitespace"):
+        send(teacher(server, "anthropic"), Request("", [blank], 16))

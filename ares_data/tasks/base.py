@@ -226,9 +226,10 @@ class Task(ABC):
             f"Your previous reply was not usable: {error}. "
             f"Reply again following the instructions exactly{self.retry_hint()}."
         )
+        said = (reply.text or "").strip() or "(empty reply)"  # the Messages API rejects blank text blocks
         messages = [
             *request.messages[:1],
-            {"role": "assistant", "content": [{"type": "text", "text": reply.text or "(empty reply)"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": said}]},
             {"role": "user", "content": [{"type": "text", "text": note}]},
         ]
         return Request(

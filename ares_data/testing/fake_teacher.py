@@ -79,6 +79,16 @@ def content_hash(body: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def _blank_text(body: dict) -> bool:
+    """The Messages API rejects empty or whitespace-only text (a string content or a text block)."""
+    for m in body.get("messages") or []:
+        content = m.get("content")
+        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+        if any(b.get("type") == "text" and not str(b.get("text", "")).strip() for b in blocks):
+            return True
+    return False
+
+
 class FakeTeacher:
     """Request routing, fault injection and statistics; the HTTP layer lives in `.http`."""
 
@@ -162,6 +172,9 @@ class FakeTeacher:
         key = content_hash(body)
         self.stats.by_hash[key] = self.stats.by_hash.get(key, 0) + 1
         self._recent.append(body)
+        if provider == "anthropic" and _blank_text(body):
+            message = "messages: text content blocks must contain non-whitespace text"
+            return self._error(provider, 400, message)
         wait = self._rate_limited()
         if wait is not None:
             self._fault_count("rpm_limit")
