@@ -116,6 +116,7 @@ class LoopRun:
         self.settings, self.store = settings, store
         self.prefix = settings.loop.name or self.run_dir.resolve().name
         self.stages = plan_stages(settings)
+        self.spent_usd = 0.0  # teacher money spent by this invocation (fresh replies only)
 
     def _manifest(self) -> dict[str, Any]:
         path = self.run_dir / RUN_FILE
@@ -150,7 +151,8 @@ class LoopRun:
                     continue
                 self._run_stage(stage, state, i, manifest, reporter)
                 state.update(stage.outputs)
-            manifest.update(status="done", final_model=state["model"])
+            cost = sum((s.metrics.get("cost_usd") or 0.0) for s in self.stages)
+            manifest.update(status="done", final_model=state["model"], teacher_cost_usd=round(cost, 6))
             write_run(self.run_dir, manifest)
         return manifest
 
@@ -162,9 +164,12 @@ class LoopRun:
         stage.inputs = self._inputs(stage, state)
         self._save(manifest)
         t0 = time.monotonic()
+        budget = self.settings.loop.max_cost
         ctx = stages.Context(self.store, self.settings, self.run_dir, self.prefix,
-                             reporter.progress if reporter else None)
+                             reporter.progress if reporter else None,
+                             None if budget is None else max(0.0, budget - self.spent_usd))
         stage.outputs, stage.metrics = self._call(ctx, stage)
+        self.spent_usd += stage.metrics.get("spent_usd") or 0.0
         stage.status, stage.finished_at = "done", _now()
         stage.seconds = round(time.monotonic() - t0, 2)
         self._save(manifest)

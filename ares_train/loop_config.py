@@ -31,6 +31,9 @@ from ares_data.errors import ConfigError
 from .config import BaseConfig, load_config, opt, read_config_file
 
 STEPS = ("rl", "sft")
+# [loop] keys that may change when a run is continued: they do not change what a stage makes
+OPERATIONAL = ("rounds", "concurrency", "rpm", "tpm", "timeout", "max_attempts", "max_cost",
+               "teacher_base_url")
 SECTIONS = ("loop", "rollout", "ppo", "sft", "eval")
 # stage-table keys the loop sets itself
 MANAGED = {
@@ -65,7 +68,8 @@ class LoopConfig(BaseConfig):
     tpm: float | None = opt(None, "Client-side teacher tokens/min limit.")
     timeout: float = opt(60.0, "Seconds per teacher request attempt.")
     max_attempts: int = opt(5, "HTTP attempts per teacher request.")
-    max_cost: float | None = opt(None, "Stop before the teacher calls of this run cost more USD (resumable).")
+    max_cost: float | None = opt(None, "Stop before the teacher calls of one `loop` invocation spend more "
+                                 "USD (stops cleanly; rerun to continue, cached replies are free).")
     images: bool = opt(True, "Send problem images to the teacher.")
     score_prompt: str = opt("", "Score prompt template file (default: the shipped one).")
     correct_prompt: str = opt("", "Correction prompt template file (default: the shipped one).")
@@ -102,8 +106,9 @@ class LoopSettings:
         return {"loop": self.loop.to_dict(), "rollout": self.rollout, "ppo": self.ppo, "sft": self.sft,
                 "eval": self.eval}
 
-    def sha(self, *, ignore: tuple[str, ...] = ("rounds",)) -> str:
-        """Hash of the settings that decide what each stage makes (more rounds may extend a run)."""
+    def sha(self, *, ignore: tuple[str, ...] = OPERATIONAL) -> str:
+        """Hash of the settings that decide what each stage makes (more rounds may extend a run; limits,
+        budget and the teacher's URL may change between invocations)."""
         d = self.to_dict()
         d["loop"] = {k: v for k, v in d["loop"].items() if k not in ignore}
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -28,6 +28,7 @@ class Context:
     run_dir: Path
     prefix: str
     progress: Progress | None = None
+    budget_left: float | None = None  # USD the teacher may still spend in this invocation (None: no limit)
 
     def tick(self, done: int, total: int | None) -> None:
         if self.progress is not None:
@@ -92,7 +93,7 @@ def teacher_stage(ctx: Context, task_name: str, rationales_ref: str) -> tuple[di
     stats = Stats(total=len(inputs))
     extra: dict[str, Any] = {"teacher": teacher.spec, "prompt_sha": task.prompt_sha, "loop": str(ctx.run_dir)}
     engine = {"concurrency": loop.concurrency, "rpm": loop.rpm, "tpm": loop.tpm, "timeout": loop.timeout,
-              "max_attempts": loop.max_attempts, "max_cost": loop.max_cost}
+              "max_attempts": loop.max_attempts, "max_cost": ctx.budget_left}
 
     async def go() -> Version:
         try:
