@@ -17,6 +17,7 @@ import yaml
 
 from data_cards import template
 
+from .errors import AresError
 from .store import Store, Version
 
 HUB = "https://huggingface.co"
@@ -119,14 +120,33 @@ def prompt_text(manifest: dict[str, Any]) -> str | None:
     return None
 
 
-def provenance(version: Version, configs: list[CardConfig], repo: str | None, endpoint: str) -> str:
+def _inherited_teacher(store: Store, version: Version) -> tuple[str, str, str] | None:
+    """The teacher of the nearest ancestor that had one (exports inherit it from scores/corrections)."""
+    queue = list(version.manifest.get("parents", []))
+    while queue:
+        try:
+            parent = store.resolve(queue.pop(0)["ref"])
+        except AresError:
+            continue
+        found = teacher_of(parent.manifest)
+        if found:
+            return (*found, parent.ref)
+        queue.extend(parent.manifest.get("parents", []))
+    return None
+
+
+def provenance(store: Store, version: Version, configs: list[CardConfig], repo: str | None, endpoint: str,
+               tag: str | None = None) -> str:
     m = version.manifest
     lines = [f"- dataset: `{version.ref}` (kind `{version.kind}`), {m.get('rows')} rows, created "
              f"{m.get('created_at')} with ares-toolkit {m.get('tool_version')}",
              f"- fingerprint: `{m.get('fingerprint')}`"]
     teacher = teacher_of(m)
+    inherited = None if teacher else _inherited_teacher(store, version)
     if teacher:
         lines.append(f"- teacher: provider `{teacher[0]}`, model `{teacher[1]}`")
+    elif inherited:
+        lines.append(f"- teacher (of `{inherited[2]}`): provider `{inherited[0]}`, model `{inherited[1]}`")
     command = m.get("command")
     if command:
         argv = [str(c) for c in command]
@@ -142,12 +162,12 @@ def provenance(version: Version, configs: list[CardConfig], repo: str | None, en
                          f"{text.strip()}\n```\n\n</details>\n")
     if m.get("params"):
         lines.append(f"- parameters: `{json.dumps(m['params'], sort_keys=True, default=str)}`")
-    lines.extend(_parent_lines(m.get("parents", []), configs, repo, endpoint))
+    lines.extend(_parent_lines(m.get("parents", []), configs, repo, endpoint, tag or "main"))
     return "\n".join(lines)
 
 
 def _parent_lines(parents: list[dict[str, Any]], configs: list[CardConfig], repo: str | None,
-                  endpoint: str) -> list[str]:
+                  endpoint: str, rev: str) -> list[str]:
     if not parents:
         return ["- parents: none (a source dataset)"]
     by_ref = {c.version.ref: c for c in configs}
@@ -155,7 +175,7 @@ def _parent_lines(parents: list[dict[str, Any]], configs: list[CardConfig], repo
     for p in parents:
         cfg = by_ref.get(p["ref"])
         if cfg and repo:
-            link = f"{endpoint}/datasets/{repo}/tree/main/data/{cfg.name}"
+            link = f"{endpoint}/datasets/{repo}/tree/{rev}/data/{cfg.name}"
             out.append(f"  - [`{p['ref']}`]({link}) ({p.get('kind')}): config `{cfg.name}` of this repo")
         else:
             out.append(f"  - `{p['ref']}` ({p.get('kind')}, fingerprint `{str(p.get('fingerprint'))[:16]}…`)")
@@ -247,7 +267,7 @@ def render_card(store: Store, version: Version, *, configs: list[CardConfig] | N
     values = {
         "metadata": meta, "title": f"ARES {version.kind} dataset `{version.ref}`",
         "summary": f"This card describes `{version.ref}`" + (f", pushed to `{repo}`" if repo else "") + ".",
-        "provenance": provenance(version, configs, repo, endpoint.rstrip("/")),
+        "provenance": provenance(store, version, configs, repo, endpoint.rstrip("/"), tag),
         "statistics": statistics(version, stats, image), "loading": loading(configs, repo, tag, version),
         "layout": layout(configs, tag), "citation": CITATION, "fields": fields,
     }

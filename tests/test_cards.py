@@ -65,7 +65,7 @@ def test_card_with_parents_links_configs_and_finds_shipped_prompt(lineage: dict,
     assert sum(1 for c in meta["configs"] if c.get("default")) == 1
     assert "provider `anthropic`, model `claude-3-haiku-20240307`" in r.stdout
     assert "You are a careful teacher" in r.stdout  # prompt text recovered from its sha256
-    assert "[`rats@v1`](https://huggingface.co/datasets/me/x/tree/main/data/rationales)" in r.stdout
+    assert "[`rats@v1`](https://huggingface.co/datasets/me/x/tree/v1/data/rationales)" in r.stdout
     assert "## Repository layout" in r.stdout and 'load_dataset("me/x", "problems", revision="v1"' in r.stdout
 
 
@@ -86,7 +86,9 @@ def test_every_kind_has_a_template_and_renders(lineage: dict, store_dir: Path) -
     assert "trl" in card_metadata(sft)["tags"] and "SFTTrainer" in sft and "skipped_failed 3" in sft
     edits = render_card(store, lineage["corrections"])
     assert "edits (share of sentences)" in edits
-    assert "share of steps labelled good" in render_card(store, versions[5])
+    prm = render_card(store, versions[5])
+    assert "share of steps labelled good" in prm
+    assert "teacher (of `scores@v1`): provider `reference`, model `offline-v1`" in prm
     assert "mean score margin chosen - rejected" in render_card(store, versions[6])
     assert "problems with an image: 3" in render_card(store, lineage["problems"])
 
