@@ -216,3 +216,22 @@ def test_killed_loop_resumes_without_resending_teacher_requests(store_dir: Path,
         # and a complete rerun sends nothing at all
         again = train(["loop", "--config", cfg, "--run-dir", run_dir, "--json"], env=key)
         assert again.exit_code == 0 and srv.stats.model_requests == stats.model_requests
+
+
+def test_max_cost_stops_cleanly_and_a_bigger_budget_continues(store_dir: Path, tmp_path: Path,
+                                                              tiny_model: Path) -> None:
+    with serve() as srv:
+        cfg = _setup(tmp_path, tiny_model, teacher="openai:gpt-4o-mini", base_url=srv.openai_base_url,
+                     rounds=1)
+        body = cfg.read_text().replace('eval_split = "test"', 'eval_split = ""\nmax_cost = 0.0000001')
+        cfg.write_text(body)
+        key = {"OPENAI_API_KEY": "sk-x"}
+        r = train(["loop", "--config", cfg, "--run-dir", tmp_path / "run"], env=key)
+        assert r.exit_code == 1 and "--max-cost" in r.stderr
+        st = train(["status", tmp_path / "run", "--json"]).json()
+        assert st["current"] == "r1s1-score" and st["status"] == "running"
+        cfg.write_text(body.replace("max_cost = 0.0000001", "max_cost = 1.0"))  # a budget may change
+        r = train(["loop", "--config", cfg, "--run-dir", tmp_path / "run", "--json"], env=key)
+        assert r.exit_code == 0, r.output
+        assert srv.stats.repeated_answers() == 0
+        assert 0 < json.loads((tmp_path / "run" / "run.json").read_text())["teacher_cost_usd"] < 1.0
