@@ -137,3 +137,17 @@ def test_validation_follow_up_of_a_blank_reply_is_accepted(server, provider: str
     blank = {"role": "user", "content": [{"type": "text", "text": "  "}]}
     with pytest.raises(FatalTeacherError, match="non-whitespace"):
         send(teacher(server, "anthropic"), Request("", [blank], 16))
+
+
+def test_every_task_schema_is_valid_in_strict_json_schema_mode(server) -> None:
+    pair = {"pair_id": "x", "problem_id": "p1", "a": RATIONALE, "b": RATIONALE}
+    for task, item in ((ScoreTask(), RATIONALE), (CorrectTask(), RATIONALE), (JudgeTask(), pair)):
+        task.parse(send(teacher(server, "openai"), task.build(PROBLEM, item)), PROBLEM, item)
+    stats = server.stats
+    assert stats.model_requests == 3
+    assert all(body["response_format"]["json_schema"]["strict"] for body in stats.recent)
+    loose = Request("", [{"role": "user", "content": [{"type": "text", "text": "hi"}]}], 16,
+                    response_schema={"type": "object", "properties": {"x": {"type": "string"}}})
+    t = teacher(server, "openai")
+    send(t, loose)  # the real API refuses the schema (400 naming response_format): sent again without it
+    assert t.dropped == {"response_format"} and "response_format" not in server.stats.recent[-1]

@@ -191,3 +191,23 @@ def quota_error(provider: str) -> dict:
     message = "injected fault quota: you exceeded your current quota, please check your plan and billing"
     code = "insufficient_quota"
     return {"error": {"message": message, "type": code, "param": None, "code": code}}
+
+
+def strict_schema_problem(schema: object, where: str = "root") -> str | None:
+    """What OpenAI's strict json_schema mode rejects: an object without `additionalProperties: false` or
+    whose `required` does not list every property (checked recursively)."""
+    if not isinstance(schema, dict):
+        return None
+    if schema.get("type") == "object":
+        props = schema.get("properties") or {}
+        if schema.get("additionalProperties") is not False:
+            return f"In context={where}, 'additionalProperties' is required to be supplied and to be false."
+        missing = sorted(set(props) - set(schema.get("required") or []))
+        if missing:
+            return (f"In context={where}, 'required' is required to be supplied and to be an array including "
+                    f"every key in properties. Missing '{missing[0]}'.")
+        for name, sub in props.items():
+            problem = strict_schema_problem(sub, f"{where}.{name}")
+            if problem:
+                return problem
+    return strict_schema_problem(schema.get("items"), f"{where}.items")

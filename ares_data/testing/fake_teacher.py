@@ -23,6 +23,7 @@ from .fake_bodies import (
     openai_completion,
     openai_error,
     quota_error,
+    strict_schema_problem,
     unsupported_param,
 )
 from .http import HttpRequest, HttpResponse
@@ -77,6 +78,15 @@ class Stats:
 
 def content_hash(body: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _schema_problem(body: dict) -> str | None:
+    fmt = body.get("response_format") or {}
+    spec = fmt.get("json_schema") or {}
+    if fmt.get("type") != "json_schema" or not spec.get("strict"):
+        return None
+    problem = strict_schema_problem(spec.get("schema"))
+    return f"Invalid schema for response_format '{spec.get('name')}': {problem}" if problem else None
 
 
 def _blank_text(body: dict) -> bool:
@@ -182,6 +192,8 @@ class FakeTeacher:
         rejected = next((p for p in self.options.reject_params if p in body), None)
         if provider == "openai" and rejected:
             return self._json(unsupported_param(rejected), 400)
+        if provider == "openai" and (problem := _schema_problem(body)):
+            return self._error(provider, 400, problem, param="response_format")
         fault = self.draw_fault(key)
         if fault:
             self._fault_count(fault)
@@ -215,9 +227,12 @@ class FakeTeacher:
     def _fault_count(self, fault: str) -> None:
         self.stats.faults[fault] = self.stats.faults.get(fault, 0) + 1
 
-    def _error(self, provider: str, status: int, message: str, headers: dict | None = None) -> HttpResponse:
-        body = anthropic_error(status, message) if provider == "anthropic" else openai_error(status, message)
-        return self._json(body, status, headers)
+    def _error(
+        self, provider: str, status: int, message: str, headers: dict | None = None, param: str | None = None
+    ) -> HttpResponse:
+        if provider == "anthropic":
+            return self._json(anthropic_error(status, message), status, headers)
+        return self._json(openai_error(status, message, param), status, headers)
 
     @staticmethod
     def _json(obj: Any, status: int = 200, headers: dict | None = None) -> HttpResponse:
