@@ -34,6 +34,7 @@ class EvalOptions:
     answer_tokens: int = 8
     batch_size: int = 16
     limit: int | None = None
+    device: str = ""  # default: cuda when available, else cpu
 
 
 def grade_band(grade: str | None) -> str:
@@ -189,7 +190,11 @@ def run_eval(
         have = sorted(set(ds["split"]))
         raise InputError(f"{pv.ref} has no problems in split '{opts.split}' (splits: {', '.join(have)})",
                          hint="choose one with --split, or --split all")
-    policy = policy or load_policy(model_path)
+    if policy is None:
+        import torch
+
+        device = opts.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        policy = load_policy(model_path, device=device)
     fingerprint = weights_fingerprint(policy)
     rows = evaluate(policy, ds, opts, model_name=str(model_path), fingerprint=fingerprint,
                     on_progress=on_progress)

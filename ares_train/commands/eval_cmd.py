@@ -27,6 +27,8 @@ def eval_cmd(
         help="Token budget of the answer asked after a rationale that states none (0: don't ask).")] = 8,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Problems per generate call.")] = 16,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Evaluate the first N only.")] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1 (default: cuda if available).")
+                      ] = "",
     summary_file: Annotated[Optional[Path], typer.Option("--summary", help="Also write the JSON summary "
                                                          "to this file.")] = None,
     store: StoreOpt = None,
@@ -40,7 +42,7 @@ def eval_cmd(
     from ..eval import EvalOptions, run_eval
 
     opts = EvalOptions(split=None if split == "all" else split, max_new_tokens=max_new_tokens,
-                       answer_tokens=answer_tokens, batch_size=batch_size, limit=limit)
+                       answer_tokens=answer_tokens, batch_size=batch_size, limit=limit, device=device)
     with ProgressBar("eval", quiet=as_json) as progress:
         version, summary = run_eval(get_store(store), model, problems, output, opts, on_progress=progress)
     if summary_file is not None:
