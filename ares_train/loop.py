@@ -123,10 +123,13 @@ class LoopRun:
         fresh = {"format": FORMAT, "run_dir": str(self.run_dir.resolve()), "prefix": self.prefix,
                  "store": str(self.store.root.resolve()), "config": self.settings.to_dict(),
                  "config_sha": self.settings.sha(), "created_at": _now(), "status": "running",
+                 "problems": self.store.resolve_kind(self.settings.loop.problems, "problems").ref,
                  "stages": [asdict(s) for s in self.stages]}
         if not path.is_file():
+            self.settings.loop.problems = fresh["problems"]  # pinned: a later ingest cannot change a run
             return fresh
         old = json.loads(path.read_text(encoding="utf-8"))
+        self.settings.loop.problems = old.get("problems") or fresh["problems"]
         if old.get("config_sha") != fresh["config_sha"]:
             raise ConfigError(f"{self.run_dir} was started with different settings (only 'rounds' may change "
                               "when continuing a run)", hint="use a new --run-dir for new settings")

@@ -90,6 +90,7 @@ def test_two_round_loop_through_the_cli(store_dir: Path, tmp_path: Path, tiny_mo
     # each stage's inputs are the previous stages' outputs
     assert stages["r1s1-score"]["inputs"]["rationales"] == stages["r1s1-rollout"]["outputs"]["rationales"]
     assert stages["r1s1-ppo"]["inputs"]["scores"] == stages["r1s1-score"]["outputs"]["scores"]
+    assert stages["r1s1-rollout"]["inputs"]["problems"] == "sqa@v1"
     assert stages["r1s2-rollout"]["inputs"]["model"] == stages["r1s1-ppo"]["outputs"]["model"]
     assert stages["r1s2-sft"]["inputs"]["corrections"] == stages["r1s2-correct"]["outputs"]["corrections"]
     assert stages["r2s1-rollout"]["inputs"]["model"] == stages["r1s2-sft"]["outputs"]["model"]
@@ -108,6 +109,7 @@ def test_two_round_loop_through_the_cli(store_dir: Path, tmp_path: Path, tiny_mo
     assert out["rounds"][1]["reward"] is not None and out["rounds"][2]["accuracy"] is not None
     run_json = json.loads((run_dir / "run.json").read_text())
     assert run_json["status"] == "done" and run_json["config"]["loop"]["rounds"] == 2
+    assert run_json["problems"] == "sqa@v1"  # pinned, so a later ingest cannot change the run
 
     # status: table and JSON
     st = train(["status", run_dir, "--json"]).json()
