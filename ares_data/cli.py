@@ -28,30 +28,34 @@ COMMAND_MODULES = [
     "judge_cmd",
 ]
 
-app = typer.Typer(
-    name="ares-data",
-    help="Build versioned ARES datasets: problems, sentence-segmented rationales, teacher scores and "
+def compose_app(name: str, help: str, package: str, modules: list[str]) -> typer.Typer:
+    """A root Typer app with the global --store option and the commands of `package.commands.<module>`."""
+    root = typer.Typer(name=name, help=help, no_args_is_help=True, pretty_exceptions_show_locals=False,
+                       add_completion=False)
+
+    @root.callback()
+    def _root(
+        ctx: typer.Context,
+        store: Annotated[
+            Optional[Path],
+            typer.Option("--store", envvar="ARES_STORE", help="Dataset store folder (default ./ares-store).",
+                         show_default=False),
+        ] = None,
+    ) -> None:
+        ctx.obj = {"store": store}
+
+    for mod in modules:
+        root.add_typer(importlib.import_module(f"{package}.commands.{mod}").app)
+    return root
+
+
+app = compose_app(
+    "ares-data",
+    "Build versioned ARES datasets: problems, sentence-segmented rationales, teacher scores and "
     "corrections, exports, and Hub sharing.",
-    no_args_is_help=True,
-    pretty_exceptions_show_locals=False,
-    add_completion=False,
+    __package__,
+    COMMAND_MODULES,
 )
-
-
-@app.callback()
-def _root(
-    ctx: typer.Context,
-    store: Annotated[
-        Optional[Path],
-        typer.Option("--store", envvar="ARES_STORE", help="Dataset store folder (default ./ares-store).",
-                     show_default=False),
-    ] = None,
-) -> None:
-    ctx.obj = {"store": store}
-
-
-for _mod in COMMAND_MODULES:
-    app.add_typer(importlib.import_module(f".commands.{_mod}", __package__).app)
 
 
 def run_app(typer_app: typer.Typer, argv: list[str] | None = None, prog: str | None = None) -> int:
