@@ -158,6 +158,21 @@ def _problems_by_id(store: Any, version: Any, problems_ref: str | None, wanted: 
     return {ids[i]: ds[i] for i in range(len(ids)) if ids[i] in wanted}
 
 
+async def _judge_rows(store: Any, teacher: Any, task: Any, args: list[tuple], stats: Any,
+                      engine_options: dict[str, Any] | None, on_progress: Any) -> list[dict]:
+    from .engine import RequestCache, run_task
+
+    rows: list[dict] = []
+    try:
+        with RequestCache.for_store(store.root) as cache:
+            async for row in run_task(teacher, task, args, cache=cache, on_progress=on_progress, stats=stats,
+                                      **(engine_options or {})):
+                rows.append(row)
+    finally:
+        await teacher.aclose()
+    return rows
+
+
 def run_judge(
     store: Any,
     ref_a: str,
@@ -178,7 +193,7 @@ def run_judge(
     Returns (published Version, summary). The summary (see `summarize`) is also in the manifest."""
     import asyncio
 
-    from .engine import RequestCache, Stats, run_task
+    from .engine import Stats
     from .errors import InputError
     from .tasks.judge import JudgeTask
 
@@ -193,16 +208,8 @@ def run_judge(
         raise InputError(f"problem(s) {missing[:5]} of {va.ref} are not in the problems dataset")
     task = JudgeTask(prompt_path, include_images=include_images)
     stats = Stats(total=len(items))
-    rows: list[dict] = []
-
-    async def _collect() -> None:
-        args = [(problems[i["problem_id"]], i) for i in items]
-        with RequestCache.for_store(store.root) as cache:
-            async for row in run_task(teacher, task, args, cache=cache, on_progress=on_progress, stats=stats,
-                                      **(engine_options or {})):
-                rows.append(row)
-
-    asyncio.run(_collect())
+    args = [(problems[i["problem_id"]], i) for i in items]
+    rows = asyncio.run(_judge_rows(store, teacher, task, args, stats, engine_options, on_progress))
     summary = summarize(rows)
     params = {"teacher": teacher.spec, "by": by, "orders": list(orders), "prompt_sha": task.prompt_sha,
               "include_images": include_images}
