@@ -27,7 +27,7 @@ def server():
 
 @pytest.fixture(autouse=True)
 def no_rejected_params(server) -> None:  # after the imported autouse `keys`: API keys set, server reset
-    server.set_faults(reject_params=[])
+    server.set_faults(reject_params=[], reject_style="openai")
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -68,10 +68,13 @@ def test_quota_and_spend_limit_429s_stop_the_run(server, provider: str) -> None:
         send(teacher(server, provider), request)
 
 
-@pytest.mark.parametrize("param", ["temperature", "response_format"])
-def test_openai_drops_a_parameter_the_model_or_server_rejects(server, param: str) -> None:
+@pytest.mark.parametrize(
+    ("param", "style"),
+    [("temperature", "openai"), *(("response_format", s) for s in ("openai", "fastapi", "lmstudio"))],
+)
+def test_openai_drops_a_parameter_the_model_or_server_rejects(server, param: str, style: str) -> None:
     task = ScoreTask(include_images=False)
-    server.set_faults(reject_params=[param])
+    server.set_faults(reject_params=[param], reject_style=style)
     t = teacher(server, "openai")
 
     async def two() -> list[Reply]:

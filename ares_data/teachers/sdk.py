@@ -15,13 +15,16 @@ T = TypeVar("T")
 
 
 def error_message(e: Any) -> str:
-    """The provider's own error text, from the SDK exception or its JSON body."""
+    """The provider's own error text, from the SDK exception or its JSON body. Compatible servers shape
+    bodies differently: {"error": {"message"}}, {"message"}, FastAPI's {"detail"}, {"error": "text"}."""
     if getattr(e, "api_message", None):
         return str(e.api_message)
     body = getattr(e, "body", None)
-    err = body.get("error", body) if isinstance(body, dict) else None
-    if isinstance(err, dict) and err.get("message"):
-        return str(err["message"])
+    err = body.get("error", body) if isinstance(body, dict) else body
+    if isinstance(err, dict) and (err.get("message") or err.get("detail")):
+        return str(err.get("message") or err.get("detail"))
+    if isinstance(err, str) and err.strip():  # a plain-text (or HTML proxy) body: keep it short
+        return " ".join(err.split())[:300]
     return str(getattr(e, "message", None) or e)
 
 

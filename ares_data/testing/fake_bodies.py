@@ -171,12 +171,17 @@ def openai_error(status: int, message: str, param: str | None = None) -> dict:
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
-def unsupported_param(param: str) -> dict:
-    """OpenAI's 400 for a parameter the model does not accept (e.g. temperature 0 on reasoning models,
-    json_schema on older models); OpenAI-compatible servers word it differently but name the parameter."""
+def unsupported_param(param: str, style: str = "openai") -> tuple[int, dict]:
+    """(status, body) rejecting a parameter the model or server does not accept: OpenAI's 400 (e.g.
+    temperature 0 on reasoning models, json_schema on older models), a FastAPI-style 422 (older
+    `transformers serve` for response_format) or LM Studio's 400 whose `error` is a plain string."""
+    if style == "fastapi":
+        return 422, {"detail": f"Unused fields in the request: {{'{param}'}}"}
+    if style == "lmstudio":
+        return 400, {"error": f"'{param}' is not supported by this server"}
     message = f"Unsupported parameter: '{param}' is not supported with this model."
-    return {"error": {"message": message, "type": "invalid_request_error", "param": param,
-                      "code": "unsupported_parameter"}}
+    code = "unsupported_parameter"
+    return 400, {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
 
 
 def quota_error(provider: str) -> dict:

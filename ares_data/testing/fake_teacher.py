@@ -48,6 +48,7 @@ class Options:
     rpm_limit: int | None = None  # enforce a requests-per-minute limit with real 429s
     require_auth: bool = True
     reject_params: tuple[str, ...] = ()  # OpenAI endpoint: 400 for bodies carrying these parameters
+    reject_style: str = "openai"  # the rejection's body: "openai", "fastapi" (422 detail) or "lmstudio"
 
     def __post_init__(self) -> None:
         self.faults = tuple(self.faults)
@@ -191,7 +192,8 @@ class FakeTeacher:
             return self._error(provider, 429, "rate limit exceeded", {"retry-after": f"{wait:.3f}"})
         rejected = next((p for p in self.options.reject_params if p in body), None)
         if provider == "openai" and rejected:
-            return self._json(unsupported_param(rejected), 400)
+            status, error = unsupported_param(rejected, self.options.reject_style)
+            return self._json(error, status)
         if provider == "openai" and (problem := _schema_problem(body)):
             return self._error(provider, 400, problem, param="response_format")
         fault = self.draw_fault(key)
