@@ -135,3 +135,21 @@ def test_pairing_and_bootstrap_interval() -> None:
     lo, hi = s["ci95"]["win"]
     assert lo < 0.6 < hi and 0.0 <= lo and hi <= 1.0
     assert summarize(rows) == s  # deterministic
+
+
+@pytest.mark.parametrize("spec", ["anthropic:claude-3-haiku-20240307", "openai:gpt-4o-mini"])
+def test_judge_through_the_sdks_and_the_cache(store_dir: Path, spec: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from ares_data.testing.teacher_server import serve
+
+    _publish(store_dir)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with serve() as srv:
+        base = srv.anthropic_base_url if spec.startswith("anthropic") else srv.openai_base_url
+        r = data(["judge", "good", "bad", "--teacher", spec, "--base-url", base, "--json"])
+        assert r.exit_code == 0, r.output
+        assert r.json()["summary"]["rates"]["win"] == 1.0  # the server answers with the reference rule
+        assert srv.stats.model_requests == 14
+        again = data(["judge", "good", "bad", "--teacher", spec, "--base-url", base, "--json"])
+        assert again.json()["ref"] == r.json()["ref"] and srv.stats.model_requests == 14  # all cached

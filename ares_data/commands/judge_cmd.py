@@ -47,6 +47,8 @@ def judge_cmd(
     orders: OrdersOpt = Orders.both,
     problems: ProblemsOpt = None,
     prompt: Annotated[Optional[Path], typer.Option("--prompt", help="Judge prompt template file.")] = None,
+    base_url: Annotated[Optional[str], typer.Option("--base-url", help="Teacher API base URL (default: "
+                                                    "the SDK's).")] = None,
     no_images: Annotated[bool, typer.Option("--no-images", help="Do not send problem images.")] = False,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Requests in flight.")] = 8,
     rpm: Annotated[Optional[float], typer.Option("--rpm", help="Requests per minute limit.")] = None,
@@ -62,7 +64,7 @@ def judge_cmd(
     from ..teachers import make_teacher
 
     s = get_store(store)
-    judge = make_teacher(teacher)
+    judge = make_teacher(teacher, base_url=base_url, timeout=timeout)
     engine_options = {"concurrency": concurrency, "rpm": rpm, "timeout": timeout, "max_cost": max_cost}
     with ProgressBar("judging", quiet=as_json) as update:
         on_progress = (lambda stats: update(stats.done, stats.total)) if update else None
