@@ -154,3 +154,15 @@ def test_every_task_schema_is_valid_in_strict_json_schema_mode(server) -> None:
     t = teacher(server, "openai")
     send(t, loose)  # the real API refuses the schema (400 naming response_format): sent again without it
     assert t.dropped == {"response_format"} and "response_format" not in server.stats.recent[-1]
+
+
+def test_a_compatible_endpoint_that_wants_max_completion_tokens_gets_it(server) -> None:
+    # o-series models reject max_tokens (400 naming it) also behind OpenAI-compatible gateways
+    task = ScoreTask(include_images=False)
+    server.set_faults(reject_params=["max_tokens"])
+    t = teacher(server, "openai")
+    reply = send(t, task.build(PROBLEM, RATIONALE))
+    assert task.parse(reply, PROBLEM, RATIONALE)["scores"] == [1.0, 0.0, 0.0]
+    first, second = server.stats.recent[-2:]
+    assert "max_tokens" in first and second["max_completion_tokens"] == first["max_tokens"]
+    assert "max_tokens" not in second

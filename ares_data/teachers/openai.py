@@ -27,7 +27,9 @@ PLACEHOLDER_KEY = "no-key-needed"
 # Parameters a model or server may reject with a 400 naming them (reasoning models: temperature other than
 # 1; older models and OpenAI-compatible servers: json_schema response_format). Such a parameter is left
 # out from then on: the provider's default sampling applies, and the tasks' lenient parser reads replies.
-OPTIONAL_PARAMS = ("response_format", "temperature")
+# `max_tokens` (sent to compatible servers) is renamed to `max_completion_tokens` instead of left out:
+# o-series models reject max_tokens, also behind compatible gateways.
+OPTIONAL_PARAMS = ("response_format", "temperature", "max_tokens")
 ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
 
 
@@ -67,7 +69,8 @@ class OpenAITeacher(SDKTeacher):
                 messages.append({"role": m["role"], "content": [_part(b) for b in blocks]})
         # api.openai.com wants max_completion_tokens (reasoning models reject max_tokens); compatible
         # servers (vLLM, Ollama, LM Studio) reliably understand max_tokens.
-        limit_key = "max_completion_tokens" if self.is_openai else "max_tokens"
+        renamed = self.is_openai or "max_tokens" in self.dropped
+        limit_key = "max_completion_tokens" if renamed else "max_tokens"
         params: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
