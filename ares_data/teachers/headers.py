@@ -92,7 +92,7 @@ def openai_limits(headers: Mapping[str, str]) -> dict:
 
 
 _FATAL_HINTS = {
-    400: "the provider rejected the request as malformed; check the model name, --max-tokens and the prompt",
+    400: "the provider rejected the request; check the model name, --prompt and --base-url (message above)",
     401: "the API key was rejected; check {env}",
     403: "the key has no access to this model or feature; check your plan or choose another model",
     404: "the model or endpoint does not exist; check the teacher spec (provider:MODEL) and --base-url",
