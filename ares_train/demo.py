@@ -138,7 +138,7 @@ def run_demo(opts: DemoOptions, reporter: Any = None) -> dict[str, Any]:
     opts.out.mkdir(parents=True, exist_ok=True)
     store = Store(opts.out / "store")
     problems, warm = prepare(opts, store, reporter)
-    _phase(reporter, f"ARES loop: {opts.rounds} rounds of rollout -> score -> PPO, rollout -> correct -> SFT")
+    _phase(reporter, f"ARES loop: {opts.rounds} x (rollout -> score -> PPO, rollout -> correct -> SFT)")
     settings = loop_settings(opts, str(warm))
     run = LoopRun(opts.out / "run", settings, store)
     manifest = run.run(reporter)

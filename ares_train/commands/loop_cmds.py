@@ -94,7 +94,8 @@ def _metrics_text(stage: dict[str, Any]) -> str:
     m = stage.get("metrics") or {}
     keys = {"rollout": ("rows", "mean_chars"), "score": ("mean_score", "failed", "sent", "from_cache"),
             "correct": ("edited", "failed", "sent", "from_cache"), "eval": ("accuracy", "unparsed"),
-            "ppo": ("loss/policy_avg", "objective/kl"), "sft": ("train_loss", "steps")}.get(stage["kind"], ())
+            "ppo": ("reward/total", "loss/policy", "objective/kl_current"),
+            "sft": ("train_loss", "steps")}.get(stage["kind"], ())
     return " ".join(f"{k}={_fmt(m[k])}" for k in keys if m.get(k) is not None)
 
 
@@ -130,6 +131,8 @@ class ConsoleReporter:
 
         self.close()
         self.err.print(f"[bold]▶ {name}[/bold]", highlight=False)
+        if not self.err.is_terminal:
+            return
         self.bar = Progress(TextColumn("  working"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                             console=self.err, transient=True)
         self.bar.start()
@@ -140,6 +143,8 @@ class ConsoleReporter:
 
         self.close()
         self.label = f"[{index + 1}/{total}] {stage.id}"
+        if not self.err.is_terminal:  # no live bar in logs and pipes: the stage lines say enough
+            return
         self.bar = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                             console=self.err, transient=True)
         self.bar.start()
