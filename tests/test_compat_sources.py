@@ -101,3 +101,19 @@ def test_aokvqa_test_files_with_and_without_answers(tmp_path: Path, store_dir: P
     ds = load_from_disk(_ok(["ingest", "aokvqa", with_ans, "--images", tmp_path / "coco", "-o", "a"])["path"])
     assert ds[0]["split"] == "test" and ds[0]["answer"] == "cow"
     assert ds[0]["reference_rationale"] == "It moos."
+
+
+def test_hf_repo_with_several_configs_asks_for_one(tmp_path: Path, store_dir: Path) -> None:
+    # lmms-lab/ScienceQA keeps two configs side by side (ScienceQA-FULL/, ScienceQA-IMG/, the second a subset
+    # of the first): ingesting the repo root must not silently mix them
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"question": "Q?", "choices": ["a", "b"], "answer": 0, "hint": "", "image": None}]
+    for config in ("ScienceQA-FULL", "ScienceQA-IMG"):
+        (tmp_path / "repo" / config).mkdir(parents=True)
+        pq.write_table(pa.Table.from_pylist(rows), tmp_path / "repo" / config / "test-00000-of-00001.parquet")
+    r = data(["ingest", "scienceqa", str(tmp_path / "repo"), "-o", "x"])
+    assert r.exit_code == 1 and "ScienceQA-FULL" in r.stderr and "ScienceQA-IMG" in r.stderr
+    one = _ok(["ingest", "scienceqa", tmp_path / "repo" / "ScienceQA-IMG", "-o", "img"])
+    assert one["rows"] == 1

@@ -213,6 +213,14 @@ class ScienceQAParquet(ProblemSource):
                     hint="name parquet files like train-00000-of-00001.parquet (or val-, test-)",
                 )
             self.files.setdefault(split, []).append(f)
+        folders = sorted({str(f.parent.relative_to(path)) for f in files} if path.is_dir() else [])
+        if len(folders) > 1 and any(len({f.parent for f in fs}) > 1 for fs in self.files.values()):
+            raise InputError(  # e.g. lmms-lab/ScienceQA: ScienceQA-FULL/ and ScienceQA-IMG/ (a subset)
+                f"parquet files of the same split in several folders ({', '.join(folders)}): "
+                "several copies or configurations of the dataset",
+                file=str(path),
+                hint="pass the one folder you want to ingest",
+            )
 
     def params(self) -> dict[str, Any]:
         return {"path": str(self.path.resolve()), "layout": "parquet"}
