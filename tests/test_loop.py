@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -186,25 +187,29 @@ def _stage_done(run_dir: Path, stage_id: str) -> bool:
     return any(s["id"] == stage_id and s["status"] == "done" for s in manifest["stages"])
 
 
+def _run_and_kill(cfg: Path, run_dir: Path, store_dir: Path, when: Callable[[], bool]) -> None:
+    """Start the loop in a child process and SIGKILL it (no clean-up of any kind) once `when()` holds."""
+    env = {**os.environ, "OPENAI_API_KEY": "sk-test-fake", "OMP_NUM_THREADS": "1",
+           "ARES_STORE": str(store_dir)}
+    cmd = [sys.executable, "-m", "ares_train.cli", "loop", "--config", str(cfg), "--run-dir", str(run_dir)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while not when() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 def test_killed_loop_resumes_without_resending_teacher_requests(store_dir: Path, tmp_path: Path,
                                                                  tiny_model: Path) -> None:
     with serve() as srv:
         cfg = _setup(tmp_path, tiny_model, teacher="openai:gpt-4o-mini", base_url=srv.openai_base_url,
                      rounds=1)
         run_dir = tmp_path / "run"
-        env = {**os.environ, "OPENAI_API_KEY": "sk-test-fake", "OMP_NUM_THREADS": "1",
-               "ARES_STORE": str(store_dir)}
-        cmd = [sys.executable, "-m", "ares_train.cli", "loop", "--config", str(cfg), "--run-dir",
-               str(run_dir)]
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 240
-        while not _stage_done(run_dir, "r1s1-score") and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-        proc.send_signal(signal.SIGKILL)  # dies during PPO: nothing gets to clean up
-        proc.wait()
+        _run_and_kill(cfg, run_dir, store_dir, lambda: _stage_done(run_dir, "r1s1-score"))  # during PPO
         sent_before = srv.stats.model_requests
-        assert sent_before == 8  # 4 problems x k=2 scored, then killed
+        assert 0 < sent_before <= 8  # 4 problems x k=2 scored (identical rationales are sent once)
         st = train(["status", run_dir, "--json"]).json()
         assert st["current"] == "r1s1-ppo" and st["done"] == 3
 
@@ -218,6 +223,23 @@ def test_killed_loop_resumes_without_resending_teacher_requests(store_dir: Path,
         # and a complete rerun sends nothing at all
         again = train(["loop", "--config", cfg, "--run-dir", run_dir, "--json"], env=key)
         assert again.exit_code == 0 and srv.stats.model_requests == stats.model_requests
+
+
+def test_killed_in_the_middle_of_a_teacher_stage(store_dir: Path, tmp_path: Path, tiny_model: Path) -> None:
+    """Killed while the scores are half done: the answered half comes from the cache; only a request that
+    was in flight at the kill (one, with concurrency 1) can be sent again."""
+    with serve(latency_ms=150) as srv:
+        cfg = _setup(tmp_path, tiny_model, teacher="openai:gpt-4o-mini", base_url=srv.openai_base_url,
+                     rounds=1)
+        cfg.write_text(cfg.read_text().replace('eval_split = "test"', 'eval_split = ""\nconcurrency = 1'))
+        run_dir = tmp_path / "run"
+        _run_and_kill(cfg, run_dir, store_dir, lambda: srv.stats.model_requests >= 3)
+        answered = srv.stats.model_requests
+        assert train(["status", run_dir, "--json"]).json()["current"] == "r1s1-score"
+        r = train(["loop", "--config", cfg, "--run-dir", run_dir, "--json"], env={"OPENAI_API_KEY": "sk-x"})
+        assert r.exit_code == 0, r.output
+        score = next(s for s in r.json()["stages"] if s["id"] == "r1s1-score")["metrics"]
+        assert score["from_cache"] >= answered - 1 and srv.stats.repeated_answers() <= 1
 
 
 def test_max_cost_stops_cleanly_and_a_bigger_budget_continues(store_dir: Path, tmp_path: Path,
