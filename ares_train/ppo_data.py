@@ -57,6 +57,7 @@ def load_rollouts(
     problems = {row["problem_id"]: row for row in store.parent_chain(rationales, "problems").load()}
     prompt_cache: dict[str, tuple[torch.Tensor, dict[str, torch.Tensor]]] = {}
     temps: set[float] = set()
+    eos = eos_id(policy)
     for i, row in enumerate(rationales.load()):
         out.counts["rows"] += 1
         rid = row["rationale_id"]
@@ -96,28 +97,46 @@ def load_rollouts(
         if row["problem_id"] not in prompt_cache:
             prompt_cache[row["problem_id"]] = prompt_features(policy, problem)
         prompt_ids, vision = prompt_cache[row["problem_id"]]
-        temps.add(_temperature(row.get("generation_params")))
-        out.rollouts.append(
-            Rollout(
-                rid,
-                prompt_ids,
-                vision,
-                torch.tensor(aligned.token_ids, dtype=torch.long),
-                torch.tensor(aligned.rewards, dtype=torch.float32),
-            )
-        )
+        params = _params(row.get("generation_params"))
+        temps.add(_temperature(params))
+        ids, rewards = list(aligned.token_ids), list(aligned.rewards)
+        if row.get("token_ids") and _stopped_at_eos(ids, params, eos):
+            ids.append(eos)  # rollout strips the EOS it sampled: put it back so PPO trains stopping too
+            rewards.append(0.0)
+            out.counts["eos_restored"] += 1
+        ids_t, rewards_t = torch.tensor(ids, dtype=torch.long), torch.tensor(rewards, dtype=torch.float32)
+        out.rollouts.append(Rollout(rid, prompt_ids, vision, ids_t, rewards_t))
         out.counts["used"] += 1
     if len(temps) == 1:
         out.temperature = temps.pop()
     return out
 
 
-def _temperature(params: str | None) -> float:
+def _params(text: str | None) -> dict[str, Any]:
     try:
-        value = json.loads(params or "{}").get("temperature")
-    except (ValueError, AttributeError):
-        return 1.0
+        params = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return params if isinstance(params, dict) else {}
+
+
+def _temperature(params: dict[str, Any]) -> float:
+    value = params.get("temperature")
     return float(value) if isinstance(value, (int, float)) and value > 0 else 1.0
+
+
+def _stopped_at_eos(ids: list[int], params: dict[str, Any], eos: int | None) -> bool:
+    """A generated response shorter than max_new_tokens ended because the model sampled EOS."""
+    limit = params.get("max_new_tokens")
+    return eos is not None and isinstance(limit, int) and len(ids) < limit and ids[-1] != eos
+
+
+def eos_id(policy: Any) -> int | None:
+    """The id generation stops at (the generation config's first EOS, else the tokenizer's)."""
+    eos = getattr(policy.model.generation_config, "eos_token_id", None)
+    if isinstance(eos, (list, tuple)):
+        eos = eos[0] if eos else None
+    return eos if eos is not None else policy.tokenizer.eos_token_id
 
 
 def _off_policy(rationales: Version, row: dict[str, Any], model_fp: str) -> UsageError:

@@ -62,8 +62,11 @@ def publish_round(
     failed: int = 1,
     seed: int = 0,
     name: str = "r",
+    max_new_tokens: int | None = None,
 ) -> tuple[Version, Version]:
-    """Publish problems, rationales (token ids from the model's tokenizer, ending in EOS) and scores."""
+    """Publish problems, rationales (token ids from the model's tokenizer, ending in EOS) and scores.
+
+    With `max_new_tokens`, rows look like `ares-train rollout` output: EOS stripped, the limit recorded."""
     from ares_train.modeling import load_policy, weights_fingerprint
     from ares_train.prompting import render_prompt
 
@@ -76,7 +79,8 @@ def publish_round(
     for p in problem_rows(n_problems, images=images):
         for s in range(k):
             text = rng.choice(RESPONSES)
-            ids = tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            ids = tok(text, add_special_tokens=False)["input_ids"]
+            ids += [] if max_new_tokens else [tok.eos_token_id]
             sents = [x.as_dict() for x in segment(text)]
             rid = hashlib.sha256(f"{p['problem_id']}|{s}|{text}".encode()).hexdigest()[:16]
             rationales.append(
@@ -90,7 +94,7 @@ def publish_round(
                     "dropped_sentences": [],
                     "generator": str(model_dir),
                     "generator_fingerprint": fp,
-                    "generation_params": json.dumps({"temperature": 1.0}),
+                    "generation_params": json.dumps({"temperature": 1.0, "max_new_tokens": max_new_tokens}),
                     "prompt": render_prompt(policy, p),
                     "token_ids": ids,
                 }

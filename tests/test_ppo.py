@@ -153,6 +153,26 @@ def test_buffer_logprobs_match_unpadded_forward(store_dir: Path, text_model: Pat
         assert bool(buf.mask[i, :n].all()) and not bool(buf.mask[i, n:].any())
 
 
+def test_eos_stripped_by_rollout_is_restored(store_dir: Path, text_model: Path) -> None:
+    from ares_train.modeling import load_policy
+    from ares_train.ppo_data import load_rollouts
+
+    store = Store(store_dir)
+    rat, sc = publish_round(store, text_model, max_new_tokens=64, name="eos")
+    policy = load_policy(text_model)
+    data = load_rollouts(store, rat, sc, policy)
+    eos = policy.tokenizer.eos_token_id
+    assert data.counts["eos_restored"] == data.counts["used"] == 7
+    for row, r in zip(
+        rat.load().filter(lambda x: x["rationale_id"] != rat.load()[0]["rationale_id"]),
+        data.rollouts,
+        strict=True,
+    ):
+        assert r.response_ids.tolist() == [*row["token_ids"], eos] and r.rewards[-1] == 0
+    capped, sc2 = publish_round(store, text_model, max_new_tokens=5, name="capped")  # hit the limit: no EOS
+    assert load_rollouts(store, capped, sc2, policy).counts["eos_restored"] == 0
+
+
 def test_ppo_text_model_trains_logs_and_saves(store_dir: Path, text_model: Path, tmp_path: Path) -> None:
     rat, sc = publish_round(Store(store_dir), text_model)
     out = tmp_path / "out"
