@@ -3,8 +3,9 @@
 Rules, applied in order (the first that decides wins):
 
 1. **Explicit statements.** Every "answer is X", "answer: X", "answer - X", "answer would be X" (any case,
-   "the correct answer is", "final answer:", ...) is a candidate; the LAST one in the text decides, so a
-   rationale that corrects itself ("... the answer is (A). No wait, the answer is (B).") counts as B.
+   "the correct answer is", "final answer:", "the correct option is", "choice: X", ...) is a candidate; the
+   LAST one whose X names an option decides, so a rationale that corrects itself ("... the answer is (A).
+   No wait, the answer is (B).") counts as B.
    What follows the statement is read by `read_choice` below.
 2. **A leading option label.** An output that starts with an option label, as in "B) because ...",
    "(B) ...", "B. ...", "B: ..." or just "B", chose that option.
@@ -25,7 +26,8 @@ import re
 from dataclasses import dataclass
 
 _STATEMENT = re.compile(
-    r"\banswers?\b(?:\s+(?:is|was|would\s+be|should\s+be|will\s+be|must\s+be)\b\s*[:=\-]?|\s*[:=\-])\s*"
+    r"\b(?:answers?|option|choice)\b"
+    r"(?:\s+(?:is|was|would\s+be|should\s+be|will\s+be|must\s+be)\b\s*[:=\-]?|\s*[:=\-])\s*"
     r"(?:(?:option|choice)\s+)?",
     re.I,
 )

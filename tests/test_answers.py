@@ -22,6 +22,9 @@ CHOICES = ["repel", "attract", "neither"]
         ("The answer is (A). No wait, the answer is (B).", 1, "statement"),  # last statement wins
         ("So the answer is repel, not attract.", 0, "statement"),
         ("answer is (B) attract", 1, "statement"),
+        ("The correct option is (C).", 2, "statement"),
+        ("choice: a", 0, "statement"),
+        ("Option B is wrong because like poles repel.", None, "none"),
         ("attract", 1, "option-text"),
         ("  Neither. ", 2, "option-text"),
         ("The magnets will repel each other.", None, "none"),  # no statement: never guessed
