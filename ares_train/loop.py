@@ -127,6 +127,7 @@ class LoopRun:
                  "stages": [asdict(s) for s in self.stages]}
         if not path.is_file():
             self.settings.loop.problems = fresh["problems"]  # pinned: a later ingest cannot change a run
+            self._check_splits()
             return fresh
         old = json.loads(path.read_text(encoding="utf-8"))
         self.settings.loop.problems = old.get("problems") or fresh["problems"]
@@ -139,6 +140,17 @@ class LoopRun:
                 self.stages[i] = Stage(**done[s.id])
         old.update(config=fresh["config"], stages=[asdict(s) for s in self.stages], status="running")
         return old
+
+    def _check_splits(self) -> None:
+        """Fail before any work when the train or eval split is not in the problems dataset."""
+        loop = self.settings.loop
+        have = set(self.store.resolve(loop.problems).load().data.column("split").to_pylist())
+        wanted = {"split": [loop.split], "eval_split": loop.eval_split.split(",") if loop.eval_split else []}
+        for key, splits in wanted.items():
+            missing = [s for s in splits if s.strip() not in have and s.strip() != "all"]
+            if missing:
+                raise ConfigError(f"{key} '{','.join(missing)}' is not a split of {loop.problems} "
+                                  f"(splits: {', '.join(sorted(have))})")
 
     def run(self, reporter: Reporter | None = None) -> dict[str, Any]:
         self.run_dir.mkdir(parents=True, exist_ok=True)

@@ -259,3 +259,11 @@ def test_max_cost_stops_cleanly_and_a_bigger_budget_continues(store_dir: Path, t
         assert r.exit_code == 0, r.output
         assert srv.stats.repeated_answers() == 0
         assert 0 < json.loads((tmp_path / "run" / "run.json").read_text())["teacher_cost_usd"] < 1.0
+
+
+def test_unknown_split_fails_before_any_work(store_dir: Path, tmp_path: Path) -> None:
+    cfg = _setup(tmp_path, Path("unused-model"))
+    cfg.write_text(cfg.read_text().replace('eval_split = "test"', 'eval_split = "dev"'))
+    r = train(["loop", "--config", cfg, "--run-dir", tmp_path / "run"])
+    assert r.exit_code == 1 and "eval_split 'dev' is not a split of sqa@v1" in r.stderr
+    assert not (tmp_path / "run" / "run.json").exists()
