@@ -130,7 +130,8 @@ def ppo_loss(
 
 
 def response_logprobs(logits: torch.Tensor, responses: torch.Tensor, temperature: float) -> torch.Tensor:
-    return selective_log_softmax(logits / (temperature + 1e-7), responses)
+    """Log-probs of the response tokens at the sampling temperature (float32 for the PPO arithmetic)."""
+    return selective_log_softmax(logits / (temperature + 1e-7), responses).float()
 
 
 # ---- the value model ------------------------------------------------------------------------------
@@ -242,7 +243,9 @@ class SentencePPOTrainer(PPOTrainer):
         per_rank = len(rollouts) // world
         if per_rank == 0:
             raise ValueError(f"{len(rollouts)} rollouts cannot be shared by {world} processes")
-        self.rollouts = rollouts[rank * per_rank : (rank + 1) * per_rank]
+        order = torch.randperm(len(rollouts), generator=torch.Generator().manual_seed(args.seed))
+        shuffled = [rollouts[i] for i in order.tolist()]  # same order on every rank and on resume
+        self.rollouts = shuffled[rank * per_rank : (rank + 1) * per_rank]
         self.buffer_size = min(buffer_size or per_rank, per_rank)
         self.mini_batch_size = min(mini_batch_size, self.buffer_size)
         self.forward_batch_size, self.temperature = forward_batch_size, temperature
@@ -270,10 +273,7 @@ class SentencePPOTrainer(PPOTrainer):
 
     def _buffers(self) -> list[list[Any]]:
         n = len(self.rollouts)
-        return [
-            self.rollouts[i : i + self.buffer_size]
-            for i in range(0, n - self.buffer_size + 1, self.buffer_size)
-        ]
+        return [self.rollouts[i : i + self.buffer_size] for i in range(0, n, self.buffer_size)]
 
     def _planned_steps(self, epochs: int) -> int:
         return sum(epochs * math.ceil(len(b) / self.mini_batch_size) for b in self._buffers())
@@ -290,7 +290,7 @@ class SentencePPOTrainer(PPOTrainer):
         sl = slice(prompt_len - 1, prompt_len - 1 + resp_len)
         if with_values:
             out, values = module(**inputs, output_hidden_states=True, use_cache=False)
-            return out.logits[:, sl], values[:, sl].squeeze(-1)
+            return out.logits[:, sl], values[:, sl].squeeze(-1).float()
         return module(**inputs, use_cache=False).logits[:, sl], None
 
     @torch.no_grad()

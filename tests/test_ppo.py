@@ -330,3 +330,26 @@ def test_rollout_score_ppo_end_to_end_on_the_shipped_sample(
     assert res.json()["counts"]["used"] == 8 and (out / "model.safetensors").is_file()
     manifest = json.loads((out / "ares-checkpoint.json").read_text())
     assert [d["ref"] for d in manifest["datasets"]] == ["roll@v1", "sc@v1"]
+
+
+def test_buffers_split_the_rollouts(store_dir: Path, text_model: Path, tmp_path: Path) -> None:
+    from ares_train.ppo_run import PPORunConfig, run_ppo
+
+    store = Store(store_dir)
+    rat, sc = publish_round(store, text_model)
+    cfg = PPORunConfig(
+        model=str(text_model),
+        rationales=rat.ref,
+        scores=sc.ref,
+        output_dir=str(tmp_path / "o"),
+        ppo_epochs=1,
+        mini_batch_size=2,
+        buffer_size=3,
+        save_checkpoints=False,
+    )
+    res = run_ppo(cfg, store)
+    assert [(e["buffer"], e["step"]) for e in res.history] == [
+        (0, 2),
+        (1, 4),
+        (2, 5),
+    ]  # 7 rollouts: 3 + 3 + 1
