@@ -8,7 +8,7 @@ from typing import Any
 class ProgressBar:
     """`with ProgressBar("judging") as update: work(on_progress=update)`; `update(done, total)`.
 
-    Yields None when `quiet` so the library call draws nothing."""
+    Yields None when `quiet` or stderr is not a terminal, so the library call draws nothing."""
 
     def __init__(self, label: str, *, quiet: bool = False) -> None:
         self.label, self.quiet = label, quiet
@@ -16,14 +16,15 @@ class ProgressBar:
         self.task: Any = None
 
     def __enter__(self) -> Any:
-        if self.quiet:
+        from .common import err_console
+
+        console = err_console()
+        if self.quiet or not console.is_terminal:  # logs and pipes get no bar
             return None
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        from .common import err_console
-
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=err_console(), transient=True)
+                                 TimeElapsedColumn(), console=console, transient=True)
         self.progress.start()
         self.task = self.progress.add_task(self.label, total=None)
         return self.update
