@@ -213,3 +213,28 @@ def test_reference_teacher_offline_and_help(store_dir: Path) -> None:
     for cmd in (["score"], ["correct"], ["batch", "status"], ["batch", "collect"]):
         h = data([*cmd, "--help"])
         assert h.exit_code == 0 and "--" in h.stdout
+
+
+def test_invalid_reply_is_asked_again_stating_the_error(store_dir: Path, srv) -> None:  # noqa: ANN001
+    s = make_rationales(store_dir)
+    srv.enqueue(["wronglen"])  # the first reply misses a score
+    r = score("--concurrency", "1", "--json", srv=srv)
+    assert r.exit_code == 0 and r.json()["ok"] == 18, r.output
+    first = rows(s, "rats-scores")[0]
+    assert first["attempts"] == 2 and len(first["scores"]) == 3
+    follow_up = [b for b in srv.stats.recent if len(b["messages"]) == 3]
+    assert len(follow_up) == 1 and "not usable" in json.dumps(follow_up[0]["messages"][2])
+
+
+def test_custom_prompt_is_versioned_by_its_hash(store_dir: Path, tmp_path: Path) -> None:
+    from ares_data.tasks.base import PROMPTS_DIR
+
+    s = make_rationales(store_dir)
+    prompt = tmp_path / "my_score.txt"
+    prompt.write_text((PROMPTS_DIR / "score.txt").read_text() + "\nBe strict.\n")
+    assert data(["score", "rats", "--teacher", "reference"]).exit_code == 0
+    r = data(["score", "rats", "--teacher", "reference", "--prompt", str(prompt), "-o", "strict"])
+    assert r.exit_code == 0, r.output
+    default_sha = rows(s, "rats-scores")[0]["prompt_sha"]
+    custom_sha = rows(s, "strict")[0]["prompt_sha"]
+    assert custom_sha != default_sha and s.resolve("strict").manifest["prompt_sha"] == custom_sha
