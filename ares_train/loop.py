@@ -132,8 +132,9 @@ class LoopRun:
         old = json.loads(path.read_text(encoding="utf-8"))
         self.settings.loop.problems = old.get("problems") or fresh["problems"]
         if old.get("config_sha") != fresh["config_sha"]:
-            raise ConfigError(f"{self.run_dir} was started with different settings (only 'rounds' may change "
-                              "when continuing a run)", hint="use a new --run-dir for new settings")
+            raise ConfigError(f"{self.run_dir} was started with different settings; a run may only continue "
+                              "with more rounds or other teacher limits, budget or base URL",
+                              hint="use a new --run-dir for new settings")
         done = {s["id"]: s for s in old.get("stages", [])}
         for i, s in enumerate(self.stages):  # keep what was recorded, extend with new rounds
             if s.id in done:
@@ -206,7 +207,7 @@ class LoopRun:
 
     def _call(self, ctx: stages.Context, stage: Stage) -> tuple[dict, dict]:
         inp = stage.inputs
-        ckpt = self.run_dir / "checkpoints" / f"r{stage.round}s{stage.step}-{stage.kind}"
+        ckpt = self.run_dir.resolve() / "checkpoints" / f"r{stage.round}s{stage.step}-{stage.kind}"
         if stage.kind == "rollout":
             k = self.settings.loop.correct_k if stage.phase == "sft" else 0
             return stages.rollout(ctx, inp["model"], stage.round, stage.step, k or None)
