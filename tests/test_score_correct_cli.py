@@ -238,3 +238,4 @@ def test_custom_prompt_is_versioned_by_its_hash(store_dir: Path, tmp_path: Path)
     default_sha = rows(s, "rats-scores")[0]["prompt_sha"]
     custom_sha = rows(s, "strict")[0]["prompt_sha"]
     assert custom_sha != default_sha and s.resolve("strict").manifest["prompt_sha"] == custom_sha
+    assert s.resolve("strict").manifest["prompt_text"].endswith("Be strict.\n")

@@ -153,6 +153,8 @@ class RunSpec:
             "engine": {k: v for k, v in self.engine.items()}, "warnings": [warning] if warning else [],
             **(extra or {}),
         }
+        if self.prompt is not None:  # a custom template: keep its text with the data (cards show it)
+            manifest_extra["prompt_text"] = redact_text(Path(self.prompt).read_text(encoding="utf-8"))
         try:
             with RequestCache.for_store(self.store.root) as cache, Progress(self.task.kind, stats) as bar, \
                     self.store.writer(self.name, self.task.kind, parents=parents, params=self.params(),
