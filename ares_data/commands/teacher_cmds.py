@@ -240,13 +240,14 @@ def batch_collect_cmd(batch_id: Annotated[str, typer.Argument(help="Batch id pri
                       output: OutOpt = None, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     """Fetch a finished batch's results and publish the dataset (failed requests become failed rows)."""
     s, rec, teacher = _batch_teacher(store, batch_id)
-    task = _make_task(rec["task"], Path(rec["prompt"]) if rec.get("prompt") else None, rec["images"])
+    prompt = Path(rec["prompt"]) if rec.get("prompt") else None
+    task = _make_task(rec["task"], prompt, rec["images"])
     if task.prompt_sha != rec["prompt_sha"]:
         raise UsageError(f"the prompt template changed since batch {batch_id} was submitted",
                          hint=f"restore {rec.get('prompt') or 'the default prompt'} or submit a new batch")
     inputs = TeacherInputs.resolve(s, rec["rationales"], rec.get("retry_failed"), task.kind)
     run = RunSpec(s, rec["task"], task, inputs, output or rec["output"], teacher, rec.get("base_url"),
-                  None, PriceTable.load(rec.get("prices")), rec["engine"], as_json)
+                  prompt, PriceTable.load(rec.get("prices")), rec["engine"], as_json)
     asyncio.run(_collect(run, batch_id, rec))
 
 
