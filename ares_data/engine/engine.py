@@ -45,7 +45,7 @@ class EngineConfig:
     max_cost: float | None = None  # USD this run may spend on fresh replies
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
-    window: int | None = None  # rows in flight ahead of the consumer (default max(64, 8 * concurrency))
+    window: int | None = None  # rows in flight ahead of the consumer (default max(256, 16 * concurrency))
 
 
 @dataclass
@@ -135,7 +135,8 @@ class Engine:
 
     # ---- rows ------------------------------------------------------------------------------------
     async def run(self, items: Iterable[Any]) -> AsyncIterator[dict[str, Any]]:
-        window = self.config.window or max(64, 8 * self.config.concurrency)
+        # a slow head-of-line row stalls the run only once this many rows behind it are done
+        window = self.config.window or max(256, 16 * self.config.concurrency)
         pending: deque[asyncio.Future] = deque()
         source = iter(items)
         exhausted = False
