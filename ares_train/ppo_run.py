@@ -155,12 +155,15 @@ def resolve_optim(name: str) -> str:
 
 
 def ppo_config(cfg: PPORunConfig, outdir: Path) -> Any:
+    import torch
+
     from .ppo import PPOConfig
 
     return PPOConfig(
         output_dir=str(outdir),
         learning_rate=cfg.lr,
         optim=resolve_optim(cfg.optim),
+        use_cpu=not torch.cuda.is_available(),  # also makes CPU processes under torchrun one gloo DDP group
         lr_scheduler_type=cfg.lr_scheduler,
         per_device_train_batch_size=cfg.micro_batch_size or cfg.mini_batch_size,
         num_ppo_epochs=cfg.ppo_epochs,

@@ -353,3 +353,46 @@ def test_buffers_split_the_rollouts(store_dir: Path, text_model: Path, tmp_path:
         (1, 4),
         (2, 5),
     ]  # 7 rollouts: 3 + 3 + 1
+
+
+def test_two_processes_share_the_rollouts(store_dir: Path, text_model: Path, tmp_path: Path) -> None:
+    """torchrun with 2 CPU processes: one gloo DDP group, rollouts sharded, one log and one saved policy."""
+    import os
+    import subprocess
+    import sys
+
+    rat, sc = publish_round(Store(store_dir), text_model)
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "ares_train.cli",
+        "ppo",
+        "--model",
+        str(text_model),
+        "--rationales",
+        rat.ref,
+        "--scores",
+        sc.ref,
+        "-o",
+        str(out),
+        "--ppo-epochs",
+        "2",
+        "--mini-batch-size",
+        "2",
+        "--json",
+    ]
+    env = {**os.environ, "ARES_STORE": str(store_dir), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    steps = [
+        json.loads(line.split(":")[1].rstrip(",")) for line in proc.stdout.splitlines() if '"steps"' in line
+    ]
+    assert steps == [4, 4]  # 7 rollouts -> 3 per process -> 2 mini-batches x 2 epochs (not 8 steps each)
+    assert len((out / "ppo_log.jsonl").read_text().splitlines()) == 2
+    assert (out / "model.safetensors").is_file() and (out / "ares-checkpoint.json").is_file()
