@@ -23,8 +23,9 @@ from typing import Any
 
 from datasets import Features, Image, Sequence, Value
 
+from .answers import parse_answer
 from .errors import UsageError
-from .prompting import extract_answer, format_problem
+from .prompting import format_problem
 from .schema import KINDS, register_kind
 from .store import Store, Version
 
@@ -212,8 +213,9 @@ def _pick_pair(cands: list[tuple[float, str, str]], problem: dict[str, Any], pai
         worse = [c for c in ranked if c[2] != best[2]]  # identical texts make no preference
         return (best, worse[-1]) if worse and best[0] - worse[-1][0] > min_margin else None
     answer = problem.get("answer_index")
-    right = [c for c in ranked if extract_answer(c[2], problem.get("choices")) == answer]
-    wrong = [c for c in ranked if extract_answer(c[2], problem.get("choices")) != answer]
+    choices = list(problem.get("choices") or [])
+    right = [c for c in ranked if parse_answer(c[2], choices).index == answer]
+    wrong = [c for c in ranked if parse_answer(c[2], choices).index != answer]
     return (right[0], wrong[-1]) if right and wrong else None
 
 

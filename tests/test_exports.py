@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ares_data.prompting import extract_answer, format_problem
+from ares_data.answers import parse_answer
+from ares_data.prompting import format_problem
 from ares_data.store import Store
 from ares_data.testing.lineage import build_lineage
 from tests.helpers import data
@@ -37,16 +38,16 @@ def _changed(before: dict, model) -> bool:
     return any(not (before[k] == v.detach()).all() for k, v in model.named_parameters() if k in before)
 
 
-def test_format_problem_and_extract_answer() -> None:
+def test_format_problem_and_answer_parsing() -> None:
     p = {"question": "Will they attract?", "context": "Two magnets.", "choices": ["repel", "attract"]}
     text = format_problem(p)
     assert text.startswith("Question: Will they attract?\nContext: Two magnets.\n"
                            "Options: (A) repel (B) attract")
     assert format_problem({"question": "Q?", "choices": []}).count("\n") == 1  # no empty context/options
-    assert extract_answer("Like poles repel. So the answer is repel.", p["choices"]) == 0
-    assert extract_answer("Hmm. The answer is (B).", p["choices"]) == 1
-    assert extract_answer("Therefore, the correct answer is", p["choices"]) is None
-    assert extract_answer("No answer given.", p["choices"]) is None
+    assert parse_answer("Like poles repel. So the answer is repel.", p["choices"]).index == 0
+    assert parse_answer("Hmm. The answer is (B).", p["choices"]).index == 1
+    assert parse_answer("Therefore, the correct answer is", p["choices"]).index is None
+    assert parse_answer("No answer given.", p["choices"]).index is None
 
 
 def test_export_sft_records_and_sfttrainer_step(lineage: dict, tmp_path: Path, tiny_model: Path) -> None:
