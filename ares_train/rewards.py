@@ -95,22 +95,57 @@ def spans_from_ids(
     """Character span in `text` of every id, by incremental decoding (robust to split multi-byte chars).
 
     The ids must decode (special tokens skipped) to a string containing `text`; leading/trailing extra
-    characters (e.g. whitespace the rollout stripped) are allowed.
+    characters (e.g. whitespace the rollout stripped) are allowed. Token ends come from decoding a sliding
+    window of tokens (linear time); when the windowed pieces do not add up to the full decoded text, every
+    prefix is decoded instead (quadratic, exact).
     """
-    kwargs = {"skip_special_tokens": True, "clean_up_tokenization_spaces": False}
-    full = tokenizer.decode(ids, **kwargs)
+    full = _decoder(tokenizer)(ids)
     shift = full.find(text)
     if shift < 0:
         raise InputError("the stored token_ids do not decode to the rationale text "
                          f"(decoded {full[:60]!r}..., text {text[:60]!r}...)", row=where, field="token_ids")
-    prefixes = tokenizer.batch_decode([ids[: k + 1] for k in range(len(ids))], **kwargs)
-    spans: list[tuple[int, int]] = []
-    prev = 0
+    ends = windowed_ends(tokenizer, ids, full)
+    if ends is None:
+        ends = prefix_ends(tokenizer, ids, full)
+    starts = [0, *ends[:-1]]
+    return [(s - shift, e - shift) for s, e in zip(starts, ends, strict=True)]
+
+
+def _decoder(tokenizer: Any, *, backend: bool = False) -> Any:
+    """decode(ids) with special tokens skipped and no clean-up (with `backend`: straight through the Rust
+    tokenizer, which skips transformers' per-call overhead; results are checked against the full decode)."""
+    rust = getattr(tokenizer, "backend_tokenizer", None) if backend else None
+    if rust is not None:
+        return lambda ids: rust.decode(ids, skip_special_tokens=True)
+    return lambda ids: tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
+def windowed_ends(tokenizer: Any, ids: list[int], full: str) -> list[int] | None:
+    """End (in `full`) of each token's text, decoding only the previous token + the new ones; None when the
+    pieces do not reproduce `full` exactly. A token that leaves a character incomplete adds nothing: the
+    character belongs to the token that completes it."""
+    decode = _decoder(tokenizer, backend=True)
+    ends, pieces, length = [], [], 0
+    prefix = read = 0
+    for k in range(len(ids)):
+        before = decode(ids[prefix:read])
+        after = decode(ids[prefix : k + 1])
+        if len(after) > len(before) and after.startswith(before) and not after.endswith("\ufffd"):
+            pieces.append(after[len(before):])
+            length += len(pieces[-1])
+            prefix, read = read, k + 1
+        ends.append(length)
+    return ends if "".join(pieces) == full else None
+
+
+def prefix_ends(tokenizer: Any, ids: list[int], full: str) -> list[int]:
+    """End of each token's text: how much of `full` the decoded prefix ids[:k+1] agrees with."""
+    prefixes = [_decoder(tokenizer)(ids[: k + 1]) for k in range(len(ids))]
+    ends, prev = [], 0
     for prefix in prefixes:
-        end = max(prev, _common_prefix_len(prefix, full, prev))
-        spans.append((prev - shift, end - shift))
-        prev = end
-    return spans
+        prev = max(prev, _common_prefix_len(prefix, full, prev))
+        ends.append(prev)
+    return ends
 
 
 def _common_prefix_len(a: str, b: str, hint: int) -> int:

@@ -31,13 +31,21 @@ def byte_level_bpe() -> PreTrainedTokenizerFast:
 
 
 def unigram_metaspace() -> PreTrainedTokenizerFast:
-    pieces = [("<pad>", 0.0), ("<eos>", 0.0), ("<unk>", 0.0), ("▁Ho", -1.0), ("t.No.", -1.0), ("▁Ol", -1.0),
-              ("é", -2.0)] + [(c, -10.0) for c in "▁HotNOl."]
+    pieces = [
+        ("<pad>", 0.0),
+        ("<eos>", 0.0),
+        ("<unk>", 0.0),
+        ("▁Ho", -1.0),
+        ("t.No.", -1.0),
+        ("▁Ol", -1.0),
+        ("é", -2.0),
+    ] + [(c, -10.0) for c in "▁HotNOl."]
     tok = Tokenizer(models.Unigram(pieces, unk_id=2))
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>",
-                                   unk_token="<unk>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
+    )
 
 
 def llama_byte_fallback() -> PreTrainedTokenizerFast:
@@ -51,10 +59,12 @@ def llama_byte_fallback() -> PreTrainedTokenizerFast:
         vocab[a + b] = len(vocab)
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, byte_fallback=True, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first", split=False)
-    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
-                                     decoders.Strip(" ", 1, 0)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<unk>", eos_token="</s>",
-                                   unk_token="<unk>")
+    tok.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<unk>", eos_token="</s>", unk_token="<unk>"
+    )
 
 
 def sents(text: str, pieces: list[str]) -> list[dict]:
@@ -73,23 +83,29 @@ CASES = {
     # 'é' is split into the byte tokens 'Ã' '©': the token completing it (7) holds it;
     # "Is hot?" and "!" repeat: the second occurrences land on token 11, not 2.
     "byte-level-bpe": (
-        byte_level_bpe, "Is hot?! Olé Is hot?!",
+        byte_level_bpe,
+        "Is hot?! Olé Is hot?!",
         ["Is", "Ġhot", "?!", "Ġ", "O", "l", "Ã", "©", "Ġ", "Is", "Ġhot", "?!"],
-        ["Is hot?", "!", "Olé", "Is hot?", "!"], [0.9, 0.2, 1.0, 0.1, 0.6],
+        ["Is hot?", "!", "Olé", "Is hot?", "!"],
+        [0.9, 0.2, 1.0, 0.1, 0.6],
         [0, 0, 0.4 - 0.3, 0, 0, 0, 0, 0.5, 0, 0, 0, -0.4 + 0.1],
     ),
     # 't.No.' holds the ends of "Hot." (mid-token) and "No."; the repeat lands on token 5.
     "sentencepiece-unigram": (
-        unigram_metaspace, "Hot.No. Olé Hot.No.",
+        unigram_metaspace,
+        "Hot.No. Olé Hot.No.",
         ["▁Ho", "t.No.", "▁Ol", "é", "▁Ho", "t.No."],
-        ["Hot.", "No.", "Olé", "Hot.", "No."], [0.75, 0.25, 0.0, 1.0, 0.5],
+        ["Hot.", "No.", "Olé", "Hot.", "No."],
+        [0.75, 0.25, 0.0, 1.0, 0.5],
         [0, 0.25 - 0.25, 0, -0.5, 0, 0.5 + 0.0],
     ),
     # Llama-style byte fallback splits 'é' into <0xC3><0xA9>: the second byte token holds it.
     "sentencepiece-byte-fallback": (
-        llama_byte_fallback, "Hot. Olé Hot.",
+        llama_byte_fallback,
+        "Hot. Olé Hot.",
         ["▁Ho", "t.", "▁Ol", "<0xC3>", "<0xA9>", "▁Ho", "t."],
-        ["Hot.", "Olé", "Hot."], [1.0, 0.3, 0.5],
+        ["Hot.", "Olé", "Hot."],
+        [1.0, 0.3, 0.5],
         [0, 0.5, 0, 0, -0.2, 0, 0.0],
     ),
 }
@@ -153,3 +169,30 @@ def test_mismatched_ids_and_scores_are_input_errors() -> None:
         align_sentence_rewards(tok, text, sents(text, ["Is hot?!"]), [1.0, 0.0])
     with pytest.raises(InputError, match="outside the text"):
         align_sentence_rewards(tok, text, [{"text": "x", "start": 5, "end": 40}], [1.0])
+
+
+@pytest.mark.parametrize("kind", ["bpe", "sentencepiece"])
+def test_windowed_decoding_matches_prefix_decoding(kind: str) -> None:
+    """Linear-time windowed token ends equal the exact every-prefix ends (tokenizers trained in-process)."""
+    from ares_train.rewards import prefix_ends, windowed_ends
+    from ares_train.tiny import train_tokenizer
+
+    tok, rng = train_tokenizer(None, kind, 300), random.Random(1)
+    words = ["The", "sun", "is", "hot.", "Olé!", "40°C", "naïve", "café", "日本", "(A).", "\n", "✓", "—"]
+    for _ in range(20):
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(1, 30)))
+        ids = tok(text, add_special_tokens=False).input_ids + [tok.eos_token_id]
+        full = tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        assert windowed_ends(tok, ids, full) == prefix_ends(tok, ids, full), text
+
+
+def test_text_ending_in_a_replacement_character_falls_back_to_prefix_decoding() -> None:
+    from ares_train.rewards import windowed_ends
+
+    tok = byte_level_bpe()
+    text = "Is hot?! \ufffd"
+    ids = tok(text, add_special_tokens=False).input_ids
+    assert windowed_ends(tok, ids, text) is None  # the last character looks unfinished to the window
+    out = align_sentence_rewards(tok, text, sents(text, ["Is hot?!", "\ufffd"]), [1.0, 0.0], token_ids=ids)
+    # U+FFFD is also what a half-decoded byte looks like, so here its first byte token already holds it
+    assert out.end_tokens == [2, len(ids) - 3] and out.rewards[len(ids) - 3] == pytest.approx(-0.5)
