@@ -312,6 +312,31 @@ def memory(a: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def alignment() -> dict[str, Any]:
+    """ms per rationale to find token spans from stored ids: windowed decoding vs decoding every prefix."""
+    import random
+
+    from ares_train.rewards import prefix_ends, spans_from_ids
+    from ares_train.tiny import train_tokenizer
+
+    words = (
+        "the sun is hot . magnets repel when like poles face so the answer is ( A ) café naïve 40°C".split()
+    )
+    text = " ".join(random.Random(0).choice(words) for _ in range(600))
+    out: dict[str, Any] = {}
+    for kind in ("bpe", "sentencepiece"):
+        tok = train_tokenizer(None, kind, 512)
+        for n in (256, 512):
+            ids = tok(text, add_special_tokens=False).input_ids[:n]
+            full = tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+            for name, fn in (("windowed", spans_from_ids), ("every_prefix", prefix_ends)):
+                t0 = time.perf_counter()
+                for _ in range(10):
+                    fn(tok, ids, full)
+                out[f"{kind}_{n}_tokens_{name}_ms"] = round((time.perf_counter() - t0) / 10 * 1000, 2)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--prompts", type=int, default=16)
@@ -331,6 +356,7 @@ def main() -> None:
     p.add_argument("--memory", action="store_true", help="also measure LoRA peak RSS, shared vs separate ref")
     p.add_argument("--mem-hidden", type=int, default=768)
     p.add_argument("--mem-layers", type=int, default=8)
+    p.add_argument("--alignment", action="store_true", help="also time the reward alignment (ms/rationale)")
     p.add_argument("--memory-child", choices=["shared", "separate"], help=argparse.SUPPRESS)
     p.add_argument("--work", help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -344,6 +370,8 @@ def main() -> None:
         report["timing"] = timing(a)
     if a.memory:
         report["memory"] = memory(a)
+    if a.alignment:
+        report["alignment"] = alignment()
     print(json.dumps(report, indent=2))
 
 
