@@ -129,6 +129,12 @@ def ppo_loss(
     return LossOut(loss=pg_loss + vf_coef * vf_loss, pg_loss=pg_loss, vf_loss=vf_loss, **stats)
 
 
+def _mean_loss(outs: list[LossOut]) -> LossOut:
+    """The (detached) mean of micro-batch losses and statistics."""
+    fields = LossOut.__dataclass_fields__
+    return LossOut(*[torch.stack([getattr(o, f).detach() for o in outs]).mean() for f in fields])
+
+
 def response_logprobs(logits: torch.Tensor, responses: torch.Tensor, temperature: float) -> torch.Tensor:
     """Log-probs of the response tokens at the sampling temperature (float32 for the PPO arithmetic)."""
     return selective_log_softmax(logits / (temperature + 1e-7), responses).float()
@@ -353,27 +359,16 @@ class SentencePPOTrainer(PPOTrainer):
                     vf_coef=args.vf_coef,
                 )
                 acc.backward(out.loss * (len(chunk) / len(idx)))
-                kl_now = (kl_per_token(new_lp.detach(), pick["ref_logprobs"], args.kl_estimator) * mask).sum(
-                    1
-                )
+                kl_now = kl_per_token(new_lp.detach(), pick["ref_logprobs"], args.kl_estimator)
+            kls.append((kl_now * mask).sum(1))
             outs.append(out)
-            kls.append(kl_now)
         if args.max_grad_norm and args.max_grad_norm > 0:
             acc.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
         self.optimizer.step()
         self.lr_scheduler.step()
         self.optimizer.zero_grad()
         self._kl_now.append(torch.cat(kls).mean())
-        return (
-            outs[0]
-            if len(outs) == 1
-            else LossOut(
-                *[
-                    torch.stack([getattr(o, f) for o in outs]).mean().detach()
-                    for f in LossOut.__dataclass_fields__
-                ]
-            )
-        )
+        return _mean_loss(outs)
 
     def _metrics(self, buf: Buffer, outs: list[LossOut], epoch: int, started: float) -> dict[str, float]:
         def avg(field: str) -> float:

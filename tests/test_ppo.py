@@ -176,7 +176,9 @@ def test_eos_stripped_by_rollout_is_restored(store_dir: Path, text_model: Path) 
 def test_ppo_text_model_trains_logs_and_saves(store_dir: Path, text_model: Path, tmp_path: Path) -> None:
     rat, sc = publish_round(Store(store_dir), text_model)
     out = tmp_path / "out"
-    res = _ppo(store_dir, text_model, rat.ref, sc.ref, out, "--report-to", "tensorboard")
+    res = _ppo(
+        store_dir, text_model, rat.ref, sc.ref, out, "--report-to", "tensorboard", "--micro-batch-size", "2"
+    )
     assert res.exit_code == 0, res.output
     summary = res.json()
     assert summary["counts"] == {"rows": 8, "scores_failed": 1, "used": 7}
