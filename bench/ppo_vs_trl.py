@@ -248,10 +248,20 @@ def timing(a: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _rss_mib(field: str) -> float:
+    """VmRSS / VmHWM of this process from /proc (MiB)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def memory_child(a: argparse.Namespace) -> None:
-    """Run one LoRA PPO (shared or separate reference) and print the peak RSS of this process."""
+    """One LoRA PPO (shared or separate reference): peak RSS of the whole process, and the peak while
+    training (the high-water mark is reset once all models are loaded, so transient loading buffers and
+    allocator noise from start-up do not decide the comparison)."""
     from ares_data.store import Store
-    from ares_train.ppo_run import PPORunConfig, run_ppo
+    from ares_train.ppo_run import PPORunConfig, build_trainer
 
     work = Path(a.work)
     cfg = PPORunConfig(
@@ -266,8 +276,20 @@ def memory_child(a: argparse.Namespace) -> None:
         save_checkpoints=False,
         ref_model=str(work / "model") if a.memory_child == "separate" else None,
     )
-    run_ppo(cfg, Store(work / "store"))
-    print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    trainer, *_ = build_trainer(cfg, Store(work / "store"))
+    loaded = _rss_mib("VmRSS")
+    peak_loading = _rss_mib("VmHWM")
+    Path("/proc/self/clear_refs").write_text("5")  # reset the RSS high-water mark
+    trainer.train()
+    print(
+        json.dumps(
+            {
+                "rss_after_loading_mib": loaded,
+                "peak_rss_loading_mib": peak_loading,
+                "peak_rss_training_mib": _rss_mib("VmHWM"),
+            }
+        )
+    )
 
 
 def memory(a: argparse.Namespace) -> dict[str, Any]:
@@ -298,17 +320,17 @@ def memory(a: argparse.Namespace) -> dict[str, Any]:
         params = sum(p.stat().st_size for p in model.glob("*.safetensors")) / 2**20
         out: dict[str, Any] = {"model_file_mib": round(params, 1)}
         for mode in ("shared", "separate"):
+            env = {**os.environ, "ARES_STORE": str(work / "store")}
             proc = subprocess.run(
                 [sys.executable, __file__, "--memory-child", mode, "--work", str(work)],
                 capture_output=True,
                 text=True,
-                env={**os.environ, "ARES_STORE": str(work / "store")},
+                env=env,
             )
             if proc.returncode != 0:
                 raise SystemExit(proc.stderr[-3000:])
-            out[f"peak_rss_mib_{mode}_reference"] = round(
-                json.loads(proc.stdout.strip().splitlines()[-1])["peak_rss_mib"], 1
-            )
+            child = json.loads(proc.stdout.strip().splitlines()[-1])
+            out[f"{mode}_reference"] = {k: round(v, 1) for k, v in child.items()}
     return out
 
 
