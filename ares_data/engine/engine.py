@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -233,19 +234,41 @@ class Engine:
 
     # ---- requests --------------------------------------------------------------------------------
     async def _get(self, request: Request, key: str, fresh: bool, count: bool = True) -> _Outcome:
-        task = self._inflight.get(key)
-        if task is None:
-            if self.cache is not None and not (fresh and key not in self._fresh_done):
-                hit = self.cache.get(key)
-                if hit is not None:
-                    self.stats.from_cache += count  # duplicate rows are counted as `cached` instead
-                    return _Outcome(hit.reply, hit.attempts, batch=hit.batch)
-            task = asyncio.ensure_future(self._fetch(request, key))
-            self._inflight[key] = task
-            task.add_done_callback(lambda _t: self._inflight.pop(key, None))
-            if fresh:
-                self._fresh_done.add(key)
-        return await asyncio.shield(task)
+        shared = self._inflight.get(key)
+        if shared is not None:  # another row is fetching the identical request right now
+            return await asyncio.shield(shared)
+        if self.cache is not None and not (fresh and key not in self._fresh_done):
+            hit = self.cache.get(key)
+            if hit is not None:
+                self.stats.from_cache += count  # duplicate rows are counted as `cached` instead
+                return _Outcome(hit.reply, hit.attempts, batch=hit.batch)
+        # fetch inline (no extra task per request); rows asking the same thing meanwhile wait on `fut`
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._inflight[key] = fut
+        if fresh:
+            self._fresh_done.add(key)
+        try:
+            outcome = await self._fetch(request, key)
+        except BaseException as exc:
+            if not fut.done():
+                if isinstance(exc, asyncio.CancelledError):
+                    fut.cancel()
+                else:
+                    fut.set_exception(exc)
+                    fut.exception()  # retrieved here; waiters still get it raised
+            raise
+        else:
+            if not fut.done():
+                fut.set_result(outcome)
+            return outcome
+        finally:
+            self._inflight.pop(key, None)
+
+    async def _send(self, request: Request) -> Reply:
+        if _HAS_TIMEOUT:  # Python 3.11+: no extra task per request
+            async with asyncio.timeout(self.config.timeout):
+                return await self.teacher.send(request)
+        return await asyncio.wait_for(self.teacher.send(request), self.config.timeout)
 
     async def _fetch(self, request: Request, key: str) -> _Outcome:
         cfg = self.config
@@ -262,10 +285,10 @@ class Engine:
                     attempts += 1
                     self.stats.attempts += 1
                     try:
-                        reply = await asyncio.wait_for(self.teacher.send(request), cfg.timeout)
+                        reply = await self._send(request)
                     except RetryableError as exc:
                         err = exc
-                    except asyncio.TimeoutError:
+                    except (asyncio.TimeoutError, TimeoutError):
                         err = RetryableError(f"no reply within --timeout {cfg.timeout:g}s")
                     except RowFailed as exc:
                         return _Outcome(None, attempts, str(exc))
@@ -320,6 +343,7 @@ class Engine:
 
 
 _END = object()
+_HAS_TIMEOUT = sys.version_info >= (3, 11)
 
 
 async def run_task(
