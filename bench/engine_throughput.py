@@ -2,6 +2,7 @@
 
     python bench/engine_throughput.py                       # 3000 requests at concurrency 64 + baseline
     python bench/engine_throughput.py --provider openai --requests 2000
+    python bench/engine_throughput.py --engine-only --requests 20000   # the engine's own CPU per row
 
 Every rationale is distinct (no cache or de-duplication help) and each run uses a fresh store, so every
 request goes over HTTP through the official SDK to a fake server in another process. The ideal rate is
@@ -34,6 +35,41 @@ def score_run(srv, provider: str, n: int, concurrency: int) -> dict:  # noqa: AN
         return json.loads(out.stdout)
 
 
+def engine_only(n: int, concurrency: int) -> None:
+    """CPU per row of `run_task` alone: ScoreTask requests, a teacher that answers at once, no HTTP."""
+    import asyncio
+    import time
+
+    from ares_data.engine import run_task
+    from ares_data.engine.inputs import TeacherInputs
+    from ares_data.tasks import ScoreTask
+    from ares_data.teachers.base import Reply, Teacher
+
+    class Instant(Teacher):
+        provider = "instant"
+
+        async def send(self, request):  # noqa: ANN001, ANN202
+            data = {"scores": [{"sentence": i, "score": 0.5} for i in (1, 2, 3)]}
+            return Reply(json.dumps(data), data, 100, 10, "end_turn")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        items = list(TeacherInputs.resolve(make_store(Path(tmp) / "s", n), "rats", None, "scores").items())
+    task = ScoreTask()
+    t0 = time.process_time()
+    built = [task.build(*it).cache_key("a", "b") for it in items]
+    build_us = (time.process_time() - t0) / len(built) * 1e6
+
+    async def go() -> float:
+        t0 = time.process_time()
+        rows = [r async for r in run_task(Instant("m"), task, items, concurrency=concurrency)]
+        assert all(r["status"] == "ok" for r in rows)
+        return (time.process_time() - t0) / len(rows) * 1e6
+
+    total = asyncio.run(go())
+    print(f"run_task over {n} rows, no HTTP: {total:.0f} us CPU per row, of which building the request and "
+          f"its hash {build_us:.0f} us")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--provider", choices=sorted(TEACHERS), default="anthropic")
@@ -41,7 +77,11 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--latency-ms", type=float, default=200.0)
     p.add_argument("--baseline-requests", type=int, default=30)
+    p.add_argument("--engine-only", action="store_true", help="CPU per row of run_task alone, no HTTP")
     a = p.parse_args()
+    if a.engine_only:
+        engine_only(a.requests, a.concurrency)
+        return
     with server_process(a.latency_ms, "--rpm-limit", "100000000") as srv:  # advertise no practical limit
         fast = score_run(srv, a.provider, a.requests, a.concurrency)
         base = score_run(srv, a.provider, a.baseline_requests, 1)
