@@ -267,3 +267,11 @@ def test_unknown_split_fails_before_any_work(store_dir: Path, tmp_path: Path) ->
     r = train(["loop", "--config", cfg, "--run-dir", tmp_path / "run"])
     assert r.exit_code == 1 and "eval_split 'dev' is not a split of sqa@v1" in r.stderr
     assert not (tmp_path / "run" / "run.json").exists()
+
+
+def test_help_teaches_with_tables_and_examples() -> None:
+    r = train(["loop", "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0
+    assert "[loop]" in r.stdout and "[ppo]" in r.stdout  # not eaten as rich markup
+    assert "Example: ares-train loop --config" in r.stdout
+    assert "Example:" in train(["status", "--help"], env={"COLUMNS": "200"}).stdout

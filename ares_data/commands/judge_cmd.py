@@ -59,7 +59,9 @@ def judge_cmd(
 ) -> None:
     """Compare two rationale datasets with a teacher as judge: win / tie / loss of A against B with 95%
     confidence intervals (bootstrap over pairs). Every pair is judged with A shown first and with B shown
-    first, so a judge that always prefers one position gets 50/50."""
+    first, so a judge that always prefers one position gets 50/50.
+
+    Example: ares-data judge rats-rl@v2 rats@v1 --teacher anthropic:claude-3-haiku-20240307 -o rl-vs-base"""
     from ..judging import run_judge
     from ..teachers import make_teacher
 

@@ -31,7 +31,10 @@ def demo_cmd(
     """Run ARES end to end on the shipped ScienceQA sample with a tiny model on CPU: ingest, warm-start by
     SFT on the reference rationales, evaluate, N rounds of rollout -> score -> PPO and rollout -> correct
     -> SFT, evaluate, and judge the final rationales against the first ones. Ends with a table, a PNG plot
-    of reward and accuracy per round, and the paths of everything made."""
+    of reward and accuracy per round, and the paths of everything made.
+
+    Example: ares demo (about a minute; writes ./ares-demo), or ares demo --teacher openai:gpt-4o-mini
+    --out demo-gpt with OPENAI_API_KEY set."""
     from ares_train.deps import require_train_extra
 
     require_train_extra()

@@ -35,7 +35,9 @@ def eval_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Generate a rationale, then the answer, for each problem; report accuracy overall and by ScienceQA
-    category (subject, context, grade band). Publishes an `eval` dataset of predictions."""
+    category (subject, context, grade band). Publishes an `eval` dataset of predictions.
+
+    Example: ares-train eval --model runs/ares1/checkpoints/r2s2-sft --problems sqa --split test -o ev"""
     from ..deps import require_train_extra
 
     require_train_extra()

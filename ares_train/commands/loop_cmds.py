@@ -17,10 +17,11 @@ RunDirOpt = Annotated[Path, typer.Option("--run-dir", help="Run folder (run.json
 
 @app.command("loop")
 def loop_cmd(
-    config: Annotated[Optional[Path], typer.Option("--config", help="Loop config (TOML/YAML): a [loop] table "
-                                                   "and [rollout]/[ppo]/[sft]/[eval] tables.")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="Loop config (TOML/YAML): a \\[loop] "
+                                                   "table and \\[rollout], \\[ppo], \\[sft], \\[eval] tables "
+                                                   "(see examples/ares.toml).")] = None,
     run_dir: RunDirOpt = Path("ares-run"),
-    model: Annotated[Optional[str], typer.Option("--model", help="Starting policy (overrides [loop]).")
+    model: Annotated[Optional[str], typer.Option("--model", help="Starting policy (overrides the config).")
                      ] = None,
     problems: Annotated[Optional[str], typer.Option("--problems", help="Problems dataset.")] = None,
     teacher: Annotated[Optional[str], typer.Option("--teacher", help="Teacher spec.")] = None,
@@ -35,7 +36,10 @@ def loop_cmd(
     """Run the ARES loop: per round, rollout -> score -> ppo then rollout -> correct -> sft (configurable),
     evaluating after each round. Every artifact is a versioned dataset or a checkpoint with a manifest;
     RUN_DIR/run.json links them. Killed at any point, the same command continues from the last finished
-    stage without paying for teacher requests again."""
+    stage without paying for teacher requests again.
+
+    Example: ares-train loop --config examples/ares.toml --run-dir runs/ares1 (then: ares-train status
+    runs/ares1). Flags override the config's loop values, e.g. --schedule rl for the RL-only ablation."""
     from ..deps import require_train_extra
 
     require_train_extra()
@@ -66,7 +70,8 @@ def status_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A loop run folder (holds run.json).")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Show where a loop run is: every stage with its status, outputs, key metrics and time."""
+    """Show where a loop run is: every stage with its status, outputs, key metrics and time, then reward and
+    accuracy per round. Example: ares-train status runs/ares1 --json"""
     from ..loop import read_run, round_table
 
     manifest = read_run(run_dir)
