@@ -13,6 +13,8 @@ Rules, applied in order (the first that decides wins):
    one option (case-insensitive) chose it.
 4. Otherwise no option was chosen: `None` (counted as wrong, never guessed).
 
+Markdown emphasis markers (`*`, as in "**Answer:** B") are removed before the rules apply.
+
 `read_choice` (what follows a statement): the text of an option wins when the statement starts with it
 ("the answer is a 150-gram cup" picks that option, not letter A; the longest matching option wins);
 otherwise an option label: "(B)", "B)", "B.", "B" followed by a non-letter, or lowercase "b" when it is
@@ -45,7 +47,7 @@ class ParsedAnswer:
 
 
 def _norm(text: str) -> str:
-    return re.sub(r"\s+", " ", text).strip().lower()
+    return re.sub(r"\s+", " ", text.replace("*", "")).strip().lower()  # options are compared without "*" too
 
 
 def _option_prefix(text: str, choices: list[str]) -> int | None:
@@ -92,6 +94,7 @@ def parse_answer(text: str | None, choices: list[str]) -> ParsedAnswer:
     """Apply the module's rules to a model output; never raises."""
     if not text or not choices:
         return ParsedAnswer(None, "none")
+    text = text.replace("*", "")
     for m in reversed(list(_STATEMENT.finditer(text))):
         idx = read_choice(text[m.end():], choices)
         if idx is not None:

@@ -32,6 +32,9 @@ CHOICES = ["repel", "attract", "neither"]
         ("The answer is E", None, "none"),  # no option E
         ("The answer choices are many", None, "none"),
         ("", None, "none"),
+        ("**Answer:** B", 1, "statement"),  # markdown emphasis, as chat models write it
+        ("The answer is **(C) neither**.", 2, "statement"),
+        ("*B) attract*", 1, "leading-label"),
     ],
 )
 def test_parse_answer(text: str, expected: int | None, rule: str) -> None:
@@ -51,3 +54,7 @@ def test_longest_option_wins_and_letters() -> None:
     assert parse_answer("The answer is red apple", ["red", "red apple"]).index == 1
     assert option_letter(2) == "C" and option_letter(None) == ""
     assert parse_answer("B", []).index is None
+
+
+def test_an_option_with_an_asterisk_still_matches() -> None:
+    assert parse_answer("The answer is 2*3.", ["2*3", "5"]).index == 0
