@@ -252,6 +252,7 @@ class SentencePPOTrainer(PPOTrainer):
         order = torch.randperm(len(rollouts), generator=torch.Generator().manual_seed(args.seed))
         shuffled = [rollouts[i] for i in order.tolist()]  # same order on every rank and on resume
         self.rollouts = shuffled[rank * per_rank : (rank + 1) * per_rank]
+        self.left_out = len(rollouts) - per_rank * world  # no process gets these (the caller counts them)
         self.buffer_size = min(buffer_size or per_rank, per_rank)
         self.mini_batch_size = min(mini_batch_size, self.buffer_size)
         self.forward_batch_size, self.temperature = forward_batch_size, temperature

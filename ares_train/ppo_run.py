@@ -228,6 +228,9 @@ def build_trainer(
     with warnings.catch_warnings():  # TRL/transformers' own deprecation notices on gradient checkpointing
         warnings.simplefilter("ignore", FutureWarning)
         trainer = _make_trainer(cfg, outdir, policy, data, collate_fn, on_step)
+    if trainer.left_out:  # rollouts beyond a multiple of the process count are not trained on
+        data.counts["used"] -= trainer.left_out
+        data.counts["uneven_remainder"] = trainer.left_out
     return trainer, policy, data, [rationales, scores]
 
 

@@ -409,3 +409,5 @@ def test_two_processes_share_the_rollouts(store_dir: Path, text_model: Path, tmp
     assert steps == [4, 4]  # 7 rollouts -> 3 per process -> 2 mini-batches x 2 epochs (not 8 steps each)
     assert len((out / "ppo_log.jsonl").read_text().splitlines()) == 2
     assert (out / "model.safetensors").is_file() and (out / "ares-checkpoint.json").is_file()
+    counts = json.loads((out / "ares-checkpoint.json").read_text())["counts"]
+    assert counts["used"] == 6 and counts["uneven_remainder"] == 1  # the 7th rollout is counted, not lost

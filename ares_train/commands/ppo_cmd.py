@@ -75,9 +75,12 @@ def ppo_cmd(
         emit_json(summary)
         return
     c = result.counts
+    uneven = c.get("uneven_remainder", 0)
     err_console().print(
         f"saved {result.output_dir} after {summary['steps']} PPO steps on {c.get('used', 0)} rollouts "
-        f"({c.get('scores_failed', 0)} with failed scores and {c.get('no_score', 0)} unscored left out); "
+        f"({c.get('scores_failed', 0)} with failed scores and {c.get('no_score', 0)} unscored left out"
+        + (f", {uneven} beyond a multiple of the process count" if uneven else "")
+        + "); "
         f"loss {last.get('loss/total', float('nan')):.4f}, "
         f"sentence reward {last.get('reward/sentence', 0):.4f}, "
         f"KL {last.get('objective/kl_current', 0):.4f}",
