@@ -28,7 +28,6 @@ from typing import Any
 from . import __version__
 from .errors import InputError, NotFoundError, StoreError, UsageError
 from .redact import redact_argv
-from .schema import features_for
 
 DATA_FILE = "data-00000-of-00001.arrow"
 MANIFEST = "manifest.json"
@@ -118,6 +117,8 @@ class Writer:
 
     def __post_init__(self) -> None:
         from datasets.arrow_writer import ArrowWriter
+
+        from .schema import features_for  # imports `datasets`: kept off the CLI's start-up path
 
         self.features = features_for(self.kind)
         self._writer = ArrowWriter(features=self.features, path=str(self.tmp / DATA_FILE))

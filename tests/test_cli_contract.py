@@ -118,6 +118,16 @@ def test_importing_every_ares_data_module_leaves_torch_out() -> None:
     assert report["heavy"] == [], f"ares_data imported {report['heavy'][:5]} (torch belongs to ares_train)"
 
 
+def test_cli_start_up_leaves_datasets_out() -> None:
+    # `import datasets` costs ~1 s; `ares-data --help`, `ls` and `stats` should not pay it at start-up
+    code = ("import sys, ares_data.cli; "
+            "print(sorted({k.split('.')[0] for k in sys.modules} & {'datasets', 'pandas'}))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]", f"importing ares_data.cli imported {proc.stdout.strip()}"
+
+
 def _script(name: str) -> str:
     path = shutil.which(name)
     assert path, f"console script {name} is not installed (pip install -e .)"
