@@ -239,3 +239,14 @@ def test_custom_prompt_is_versioned_by_its_hash(store_dir: Path, tmp_path: Path)
     custom_sha = rows(s, "strict")[0]["prompt_sha"]
     assert custom_sha != default_sha and s.resolve("strict").manifest["prompt_sha"] == custom_sha
     assert s.resolve("strict").manifest["prompt_text"].endswith("Be strict.\n")
+
+
+def test_rationale_without_its_problem_is_an_input_error(store_dir: Path) -> None:
+    s = Store(store_dir)
+    problems = s.publish("sqa", "problems", problem_rows(2), command=["test"])
+    rats = rationale_rows(2, 1)
+    rats[1]["problem_id"] = "p-missing"
+    s.publish("rats", "rationales", rats, parents=[problems], command=["test"])
+    r = data(["score", "rats", "--teacher", "reference"])
+    assert r.exit_code == 1 and "row 1" in r.stderr and "p-missing" in r.stderr and "problem_id" in r.stderr
+    assert not s.versions("rats-scores")
