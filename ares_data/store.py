@@ -173,9 +173,11 @@ class Store:
 
     # ---- reading -------------------------------------------------------------------------------
     def names(self) -> list[str]:
+        """Names with at least one published version (a failed first write leaves an empty folder)."""
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return sorted(p.name for p in self.root.iterdir()
+                      if p.is_dir() and not p.name.startswith(".") and self.versions(p.name))
 
     def versions(self, name: str) -> list[int]:
         folder = self.root / name

@@ -61,6 +61,9 @@ def test_failed_write_publishes_nothing(store_dir: Path) -> None:
             raise RuntimeError("crash mid-write")
     assert s.versions("rats") == []
     assert not [p for p in (store_dir / "rats").iterdir() if p.name.startswith(".tmp")]
+    assert s.names() == []  # the empty folder is not a dataset: not listed, not offered in errors
+    with pytest.raises(NotFoundError, match=r"datasets: none"):
+        s.resolve("rat")
 
 
 def test_bad_row_names_row(store_dir: Path) -> None:
@@ -104,9 +107,10 @@ def test_killed_writer_leaves_no_visible_version(store_dir: Path) -> None:
         s = Store(sys.argv[1])
         with s.writer("killed", "rationales") as w:
             for i in range(50):
-                w.write({"rationale_id": str(i), "problem_id": "p", "sample_index": i, "round": 0, "text": "t",
-                         "sentences": [], "dropped_sentences": [], "generator": "g",
-                         "generator_fingerprint": "", "generation_params": "{}", "prompt": "", "token_ids": []})
+                w.write({"rationale_id": str(i), "problem_id": "p", "sample_index": i, "round": 0,
+                         "text": "t", "sentences": [], "dropped_sentences": [], "generator": "g",
+                         "generator_fingerprint": "", "generation_params": "{}", "prompt": "",
+                         "token_ids": []})
             os.kill(os.getpid(), 9)
         """
     )
