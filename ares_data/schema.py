@@ -172,12 +172,15 @@ def _check(value: Any, feature: Any, where: str, file: str | None, row: int | st
             _check(item, inner, f"{where}[{i}]", file, row)
     elif isinstance(feature, dict):
         if not isinstance(value, dict):
-            raise InputError(f"expected an object, got {type(value).__name__}", file=file, row=row, field=where)
+            raise InputError(f"expected an object, got {type(value).__name__}", file=file, row=row,
+                             field=where)
         for key, sub in feature.items():
             _check(value.get(key), sub, f"{where}.{key}", file, row)
 
 
-def validate_row(kind: str, row: dict[str, Any], *, file: str | None = None, index: int | str | None = None) -> None:
+def validate_row(
+    kind: str, row: dict[str, Any], *, file: str | None = None, index: int | str | None = None
+) -> None:
     """Raise InputError naming file/row/field when `row` does not fit the kind's schema."""
     features = features_for(kind)
     unknown = set(row) - set(features)
