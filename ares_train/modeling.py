@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ares_data.errors import InputError, NotFoundError
+from ares_data.errors import DependencyError, InputError, NotFoundError
 
 from .config import LoraOptions
 from .lora import apply_lora, is_adapter_dir, is_peft_model, quiet_peft
@@ -96,8 +96,8 @@ def load_policy(
         raise NotFoundError(f"cannot load model '{base}': {e}") from None
     vlm = is_vlm_config(config)
     cls = AutoModelForImageTextToText if vlm else AutoModelForCausalLM
+    processor = _load_processor(AutoProcessor, base) if vlm else None  # before the weights: fails fast
     model = cls.from_pretrained(base, dtype=_dtype(dtype))
-    processor = AutoProcessor.from_pretrained(base) if vlm else None
     tokenizer = processor.tokenizer if vlm else AutoTokenizer.from_pretrained(base)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -113,6 +113,15 @@ def load_policy(
     if not (trainable or lora is not None):
         model.eval()
     return Policy(model, tokenizer, processor, vlm, path, base)
+
+
+def _load_processor(auto_processor: Any, base: str) -> Any:
+    try:
+        return auto_processor.from_pretrained(base)
+    except ImportError as e:  # e.g. Qwen2-VL's processor builds a video processor that needs torchvision
+        reason = " ".join(str(e).split()).split(". ")[0]
+        hint = "pip install torchvision (Qwen2-VL / Qwen2.5-VL processors need it)"
+        raise DependencyError(f"cannot load the processor of '{base}': {reason}", hint=hint) from None
 
 
 def _adapter_base(path: str) -> str:

@@ -82,3 +82,38 @@ def test_weights_fingerprint_folder_model_and_adapter(tmp_path: Path) -> None:
     adapter_fp = weights_fingerprint(lora)
     assert adapter_fp == weights_fingerprint(tmp_path / "adapter") != fp
     assert weights_fingerprint(load_policy(tmp_path / "adapter")) == adapter_fp
+
+
+def _tiny_qwen2_vl(out: Path) -> Path:
+    """A Qwen2-VL folder as the hub ships one (config, weights, tokenizer, image processor), tiny."""
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor
+
+    tok = train_tokenizer(kind="bpe")
+    specials = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+    tok.add_special_tokens({"additional_special_tokens": specials})
+    start, end, image, video = tok.convert_tokens_to_ids(specials)
+    text = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                num_attention_heads=4, num_key_value_heads=2, bos_token_id=tok.eos_token_id,
+                eos_token_id=tok.eos_token_id, rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]})
+    vision = dict(depth=1, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2)
+    cfg = Qwen2VLConfig(text_config=text, vision_config=vision, image_token_id=image, video_token_id=video,
+                        vision_start_token_id=start, vision_end_token_id=end)
+    Qwen2VLForConditionalGeneration(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112).save_pretrained(out)
+    return out
+
+
+def test_qwen2_vl_folder_without_torchvision_is_a_clear_dependency_error(tmp_path: Path) -> None:
+    """transformers' Qwen2-VL processor needs torchvision (its video processor): say so, no traceback."""
+    import importlib.util
+
+    if importlib.util.find_spec("torchvision") is not None:
+        pytest.skip("torchvision is installed: the processor loads")
+    from ares_data.errors import DependencyError
+    from ares_train.modeling import load_policy
+
+    model = _tiny_qwen2_vl(tmp_path / "qwen2vl")
+    with pytest.raises(DependencyError, match="(?i)torchvision") as err:
+        load_policy(model)
+    assert "pip install torchvision" in (err.value.hint or "")
