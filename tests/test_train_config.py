@@ -69,10 +69,11 @@ def test_cli_config_file_override_and_unknown_key(tmp_path: Path) -> None:
     assert r.exit_code != 0 and "missing" in r.stderr  # --k 3 overrode k = 0; now the dataset is missing
 
 
-@pytest.mark.parametrize("command", ["rollout", "sft"])
+@pytest.mark.parametrize("command", ["rollout", "sft", "ppo"])
 def test_help(command: str) -> None:
     r = train([command, "--help"], env={"COLUMNS": "250"})
-    assert r.exit_code == 0 and "--config" in r.stdout and "(default: 1" in r.stdout
+    assert r.exit_code == 0 and "--config" in r.stdout and "(default: " in r.stdout
+    assert f"Example: ares-train {command} --model" in r.stdout
 
 
 @pytest.mark.parametrize("name,kind", [("deepspeed_zero2", "DEEPSPEED"), ("deepspeed_zero3", "DEEPSPEED"),

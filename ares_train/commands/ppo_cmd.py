@@ -50,7 +50,10 @@ def ppo_cmd(
     teacher's sentence scores (--scores): reward = score - neutral_score on the token holding the sentence's
     last character, minus kl_coef * KL to the reference on every token. Writes the policy (or LoRA adapter),
     ares-checkpoint.json and ppo_log.jsonl to -o OUTDIR; an interrupted run resumes when started again.
-    Multi-GPU: accelerate launch -m ares_train.cli ppo ... (see ares_train/configs)."""
+    Multi-GPU: accelerate launch -m ares_train.cli ppo ... (see ares_train/configs). Settings without a
+    flag (gamma, lam, cliprange, vf_coef, optim, ...) go in a \\[ppo] table of the --config file.
+
+    Example: ares-train ppo --model ./policy --rationales rats --scores rats-scores -o ./policy-rl"""
     overrides = {k: v for k, v in locals().items() if k not in ("config", "store", "as_json")}
     from ..deps import require_train_extra
 

@@ -42,7 +42,9 @@ def rollout_cmd(
 ) -> None:
     """Sample --k rationales per problem with a policy (text LM or VLM), segment them into sentences and
     publish a rationales dataset recording the generator, its weights fingerprint, the sampling parameters,
-    the prompt and the generated token ids. The same checkpoint, problems and settings reuse the version."""
+    the prompt and the generated token ids. The same checkpoint, problems and settings reuse the version.
+
+    Example: ares-train rollout --model ./policy --problems sqa --k 4 --max-new-tokens 256 -o rats"""
     overrides = {k_: v for k_, v in locals().items() if k_ not in ("config", "store", "as_json")}
     from ..deps import require_train_extra
 

@@ -55,6 +55,8 @@ def sft_cmd(
     Each ok correction is a prompt/completion record (the prompt as rollout shows it, images for VLMs);
     the loss is on the completion only. Failed corrections are skipped and counted. OUTDIR gets the model
     (or LoRA adapter; --merge adds OUTDIR/merged), resumable checkpoint-N folders and ares-checkpoint.json.
+
+    Example: ares-train sft --model ./policy-rl --corrections rats-fixed -o ./policy-sft --lora-r 16 --merge
     """
     overrides = {k: v for k, v in locals().items() if k not in ("config", "store", "as_json")}
     from ..deps import require_train_extra
