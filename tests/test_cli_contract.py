@@ -159,3 +159,13 @@ def test_errors_are_one_line_unless_ares_debug(tmp_path: Path) -> None:
 def test_in_process_error_path_matches_the_console_script(tmp_path: Path) -> None:
     res = run("ares", ["data", "segment", str(tmp_path / "nope.jsonl")])
     assert res.exit_code == 1 and res.stderr.startswith("Error: ") and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("cmd", [["ls"], ["show"], ["head"], ["segment"], ["ingest", "scienceqa"],
+                                 ["ingest", "aokvqa"], ["ingest", "jsonl"], ["import-rationales"],
+                                 ["export", "sft"], ["export", "prm"], ["export", "dpo"], ["stats"], ["push"],
+                                 ["pull"], ["card"]])
+def test_data_command_help_has_an_example(cmd: list[str]) -> None:
+    r = invoke(_apps()["ares-data"], [*cmd, "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0 and "Example:" in r.stdout, r.stdout
+    assert f"ares-data {' '.join(cmd)}" in r.stdout.split("Example:")[1], r.stdout

@@ -51,7 +51,9 @@ def sft_cmd(
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Corrected rationales as SFT records for TRL SFTTrainer (failed corrections are skipped)."""
+    """Corrected rationales as SFT records for TRL SFTTrainer (failed corrections are skipped).
+
+    Example: ares-data export sft fixes -o sft --no-images"""
     from ..export import export_sft
 
     _done(export_sft(get_store(store), corrections, output, conversational=conversational, images=images),
@@ -67,7 +69,9 @@ def prm_cmd(
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Sentence scores as TRL stepwise supervision (prompt, completions, labels) for PRM training."""
+    """Sentence scores as TRL stepwise supervision (prompt, completions, labels) for PRM training.
+
+    Example: ares-data export prm rats-scores -o prm --threshold 0.5"""
     from ..export import export_prm
 
     _done(export_prm(get_store(store), scores, output, threshold=threshold), as_json)
@@ -86,7 +90,9 @@ def dpo_cmd(
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Preference pairs per problem (prompt, chosen, rejected, images) for TRL DPOTrainer."""
+    """Preference pairs per problem (prompt, chosen, rejected, images) for TRL DPOTrainer.
+
+    Example: ares-data export dpo rats-scores -o dpo --pair-by score --min-margin 0.1"""
     from ..export import export_dpo
 
     _done(export_dpo(get_store(store), scores, output, pair_by=pair_by.value, min_margin=min_margin,

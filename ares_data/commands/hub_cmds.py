@@ -29,6 +29,8 @@ def push_cmd(
     """Upload a version as Parquet + card + manifest, tagged v<N> (token: HF_TOKEN or `hf auth login`).
 
     Re-running after a failure uploads only what the Hub does not have yet.
+
+    Example: ares-data push rats-scores@v3 --repo me/ares-scores --with-parents --license cc-by-4.0
     """
     from ..hub import push
 
@@ -54,7 +56,9 @@ def pull_cmd(
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Bring a pushed dataset (and the lineage pushed with it) back into the store, fingerprints verified."""
+    """Bring a pushed dataset (and the lineage pushed with it) back into the store, fingerprints verified.
+
+    Example: ares-data pull me/ares-scores@v3 -o scores-from-hub"""
     from ..hub_pull import pull
 
     with err_console().status(f"pulling {spec} ..."):
@@ -76,7 +80,9 @@ def card_cmd(
     license: LicenseOpt = "other",
     store: StoreOpt = None,
 ) -> None:
-    """Print the dataset card (README.md, starting with its --- YAML block) that `push` would upload."""
+    """Print the dataset card (README.md, starting with its --- YAML block) that `push` would upload.
+
+    Example: ares-data card rats-scores --repo me/ares-scores --with-parents > README.md"""
     import sys
 
     from ..cards import render_card

@@ -101,7 +101,9 @@ def ingest_scienceqa(
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Ingest ScienceQA (official files or the Hugging Face parquet layout), images included."""
+    """Ingest ScienceQA (official files or the Hugging Face parquet layout), images included.
+
+    Example: ares-data ingest scienceqa ScienceQA/data -o sqa --split train --split val"""
     from ..sources import open_scienceqa
 
     report(_ingest(open_scienceqa(path), output, store, skip_invalid, split, as_json), as_json)
@@ -125,7 +127,9 @@ def ingest_aokvqa(
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Ingest the official A-OKVQA annotations with their COCO images."""
+    """Ingest the official A-OKVQA annotations with their COCO images.
+
+    Example: ares-data ingest aokvqa aokvqa_v1p0_val.json --images coco -o aok"""
     from ..sources import AOKVQAFile
 
     report(_ingest(AOKVQAFile(file, images, split), output, store, skip_invalid, None, as_json), as_json)
@@ -159,7 +163,9 @@ def ingest_jsonl(
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Ingest your own problems from JSONL with a field mapping."""
+    """Ingest your own problems from JSONL with a field mapping.
+
+    Example: ares-data ingest jsonl mine.jsonl -o mine --map question=q --map answer=label"""
     from ..sources import JsonlFile, parse_mapping
 
     source = JsonlFile(
@@ -191,7 +197,9 @@ def import_rationales_cmd(
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Import model-generated rationales, segmented into sentences with exact offsets."""
+    """Import model-generated rationales, segmented into sentences with exact offsets.
+
+    Example: ares-data import-rationales rationales.jsonl --problems sqa -o rats --drop-repeats"""
     from ..rationales import import_rationales
 
     s = get_store(store)

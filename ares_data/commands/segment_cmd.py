@@ -36,6 +36,8 @@ def segment_cmd(
     The characters of text from start to end are exactly the sentence: the same sentences the datasets store.
 
     Lines starting with '{' are read as JSON objects; other non-empty lines are segmented as plain text.
+
+    Example: echo '{"text": "Dr. Smith measured 9.8 m/s. It fell."}' | ares-data segment
     """
     for text in _texts(file, field):
         sents = segment(text)

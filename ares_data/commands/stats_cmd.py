@@ -22,7 +22,9 @@ def stats_cmd(
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Statistics of a dataset version (polars over the memory-mapped Arrow data)."""
+    """Statistics of a dataset version (polars over the memory-mapped Arrow data).
+
+    Example: ares-data stats rats-scores --by subject --plot scores.png"""
     from ..stats import compute
     from ..stats import plot as draw
 

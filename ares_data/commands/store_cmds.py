@@ -14,7 +14,9 @@ app = typer.Typer()
 
 @app.command("ls")
 def ls_cmd(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
-    """List datasets in the store with their versions, kinds and row counts."""
+    """List datasets in the store with their versions, kinds and row counts.
+
+    Example: ares-data ls --json (or: ares-data --store ares-demo/store ls)"""
     s = get_store(store)
     rows = []
     for name in s.names():
@@ -45,7 +47,9 @@ def show_cmd(
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show a version's manifest, schema and counts."""
+    """Show a version's manifest, schema and counts.
+
+    Example: ares-data show rats@v1 --json"""
     v = get_store(store).resolve(ref)
     info = json.loads((v.path / "dataset_info.json").read_text())
     out = {"ref": v.ref, "path": str(v.path), "manifest": v.manifest, "features": info["features"]}
@@ -81,7 +85,9 @@ def head_cmd(
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Print the first rows of a dataset version (images shown as their size)."""
+    """Print the first rows of a dataset version (images shown as their size).
+
+    Example: ares-data head sqa@v1 -n 3"""
     ds = get_store(store).load(ref)
     rows = [_printable(ds[i]) for i in range(min(n, len(ds)))]
     if as_json:
