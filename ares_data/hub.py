@@ -107,8 +107,9 @@ def hub_errors(action: str, repo: str) -> Iterator[None]:
             from None
     except HfHubHTTPError as e:
         code = e.response.status_code if e.response is not None else None
+        resume = ": files already on the Hub are not uploaded again" if action == "push" else ""
         hint = "check HF_TOKEN (a write token is needed to push)" if code in (401, 403) else \
-            "re-run the same command: files already on the Hub are not uploaded again"
+            f"re-run the same command{resume}"
         raise HubError(f"{action} failed: the Hub answered {code} ({_first_line(e)})", hint=hint) from None
     except AresError:
         raise
@@ -116,9 +117,9 @@ def hub_errors(action: str, repo: str) -> Iterator[None]:
         if not _is_network(e):
             raise
         cause = e.__cause__ or e
+        resume = ": completed uploads are kept" if action == "push" else ""
         raise HubError(f"{action} failed: cannot talk to the Hub at {endpoint()}: {_first_line(cause)}",
-                       hint="check the network / HF_ENDPOINT and re-run: completed uploads are kept") \
-            from None
+                       hint=f"check the network / HF_ENDPOINT and re-run{resume}") from None
     finally:
         if not were_disabled:
             enable_progress_bars()

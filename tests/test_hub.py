@@ -195,6 +195,9 @@ def test_hub_errors_are_clear(hub: FakeHub, lineage: dict, monkeypatch: pytest.M
     assert r.exit_code == 2 and "invalid Hub repo" in r.stderr
     r = data(["pull", "me/missing"])
     assert r.exit_code == 1 and "not found" in r.stderr
+    r = data(["pull", "me/missing"], env={"HF_ENDPOINT": "http://127.0.0.1:9"})
+    assert r.exit_code == 1 and "cannot talk to the Hub at http://127.0.0.1:9" in r.stderr
+    assert "upload" not in r.stderr, r.stderr  # a pull's hint is not about uploads
     _push()
     r = data(["pull", f"{REPO}@v9"])
     assert r.exit_code == 1 and "no such revision" in r.stderr
