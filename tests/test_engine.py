@@ -14,7 +14,14 @@ from ares_data.engine import Done, Fresh, PriceTable, RequestCache, Stats, run_t
 from ares_data.engine.limiter import RateLimiter
 from ares_data.errors import BudgetExceeded
 from ares_data.tasks.base import ValidationError
-from ares_data.teachers.base import FatalTeacherError, Reply, Request, RetryableError, Teacher
+from ares_data.teachers.base import (
+    FatalTeacherError,
+    Reply,
+    Request,
+    RequestRejected,
+    RetryableError,
+    Teacher,
+)
 
 
 class FakeTeacher(Teacher):
@@ -166,6 +173,29 @@ def test_fatal_error_stops_the_run() -> None:
     with pytest.raises(FatalTeacherError):
         run(t, items([f"a{i}" for i in range(50)]), concurrency=4)
     assert len(t.calls) <= 8
+
+
+def test_a_rejected_request_fails_its_row_only() -> None:
+    t = FakeTeacher()
+    t.faults = {"big|img": [RequestRejected("anthropic HTTP 413: request too large", status=413)],
+                "long": [RequestRejected("openai HTTP 400: prompt is too long", status=400)]}
+    rows = run(t, items(["a|b", "big|img", "c", "long", "d"]), **FAST)
+    assert [r["status"] for r in rows] == ["ok", "failed", "ok", "failed", "ok"]
+    assert "HTTP 413: request too large" in rows[1]["error"] and rows[1]["attempts"] == 1
+    assert "prompt is too long" in rows[3]["error"] and rows[3]["scores"] == []
+    assert t.calls.count("big|img") == 1  # not retried: the same request would be refused again
+
+
+def test_many_identical_rejections_in_a_row_stop_the_run() -> None:
+    class BadParam(FakeTeacher):
+        async def send(self, request: Request) -> Reply:
+            self.calls.append("x")
+            raise RequestRejected("openai HTTP 400: Unsupported value: 'top_k' (request 7)", status=400)
+
+    t = BadParam()
+    with pytest.raises(FatalTeacherError, match="rejected the last 20 requests in a row") as exc:
+        run(t, items([f"a{i}" for i in range(200)]), concurrency=4)
+    assert "top_k" in str(exc.value) and len(t.calls) < 40
 
 
 def test_max_cost_stops_and_a_rerun_resumes(tmp_path: Path) -> None:

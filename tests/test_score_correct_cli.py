@@ -113,6 +113,22 @@ def test_fault_mix_every_row_ok_or_failed_with_reason(store_dir: Path, srv) -> N
     assert any(g["attempts"] > 1 for g in got)
 
 
+@pytest.mark.parametrize("teacher", [ANTHROPIC, OPENAI])
+def test_a_rejected_request_is_a_failed_row_not_a_stopped_run(store_dir: Path, srv, teacher: str) -> None:  # noqa: ANN001
+    s = make_rationales(store_dir, unique=True)  # the first row's request is asked by no other row
+    srv.enqueue(["400"])  # the first request the server sees is refused (a too-long prompt, a bad image)
+    r = score("--json", "--concurrency", "1", srv=srv, teacher=teacher)
+    assert r.exit_code == 0, r.output
+    got = rows(s, r.json()["ref"])
+    failed = [g for g in got if g["status"] == "failed"]
+    assert len(failed) == 1 and "HTTP 400: injected fault 400" in failed[0]["error"]
+    assert failed[0]["attempts"] == 1 and failed[0]["scores"] == []
+    assert len(got) == 18 and r.json()["failed"] == 1
+    srv.enqueue(["401"])  # a rejected key stops the run: nothing is published
+    r = score("--json", "-o", "other", srv=srv, teacher=teacher)
+    assert r.exit_code == 1 and "401" in r.stderr and "other" not in s.names()
+
+
 def test_dry_run_sends_nothing_then_counts_the_cache(store_dir: Path, srv) -> None:  # noqa: ANN001
     make_rationales(store_dir)
     r = score("--dry-run", "--json", srv=srv)

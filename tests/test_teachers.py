@@ -231,3 +231,20 @@ def test_error_messages_never_carry_a_key(monkeypatch: pytest.MonkeyPatch) -> No
     )
     assert isinstance(err, FatalTeacherError) and "sk-proj-abcd" not in str(err) and key not in str(err)
     assert "OPENAI_API_KEY" in err.hint
+
+
+def test_one_bad_request_fails_a_row_while_account_errors_stop_the_run() -> None:
+    from ares_data.teachers.base import RequestRejected
+    from ares_data.teachers.headers import status_error
+
+    for status in (400, 413, 422):
+        err = status_error("anthropic", status, "prompt is too long: 210000 tokens", {}, "ANTHROPIC_API_KEY")
+        assert isinstance(err, RequestRejected) and "prompt is too long" in str(err)
+    for status in (401, 402, 403, 404):
+        err = status_error("openai", status, "nope", {}, "OPENAI_API_KEY")
+        assert isinstance(err, FatalTeacherError) and not isinstance(err, RequestRejected)
+    credit = "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing."
+    err = status_error("anthropic", 400, credit, {}, "ANTHROPIC_API_KEY")  # Anthropic says so with a 400
+    assert isinstance(err, FatalTeacherError) and not isinstance(err, RequestRejected)
+    err = status_error("openai", 400, "quota", {}, "OPENAI_API_KEY", {"insufficient_quota"})
+    assert not isinstance(err, RequestRejected)

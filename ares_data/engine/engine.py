@@ -7,6 +7,10 @@ in flight ahead of the consumer, so memory does not grow with the number of rows
 Per request: bounded concurrency, the client-side limiter (rpm / tpm / provider pauses), retries with
 exponential backoff and full jitter on `RetryableError` and timeouts, the persistent cache (read before
 sending, written as each reply arrives) and in-run de-duplication (identical requests are sent once).
+A request the provider refuses (HTTP 400/413/422: `RequestRejected`, e.g. a too-long prompt or a corrupt
+image) is not retried: its row fails with the provider's message and the run goes on, unless
+`REJECT_STREAK` requests in a row are refused with the same message (a parameter every request carries):
+then the run stops like on an auth error (401/403), an unknown model (404) or an empty account.
 Per row: `task.parse`; a reply failing validation gets one follow-up request stating the error
 (`task.retry_request`), then the row is `status="failed"` with the reason and the raw reply.
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import sys
 import time
 from collections import deque
@@ -30,7 +35,7 @@ from typing import Any
 from ..errors import BudgetExceeded
 from ..redact import redact_text
 from ..tasks.base import ValidationError
-from ..teachers.base import FatalTeacherError, Reply, Request, RetryableError
+from ..teachers.base import FatalTeacherError, Reply, Request, RequestRejected, RetryableError
 from .cache import RequestCache
 from .limiter import RateLimiter
 from .pricing import Price, PriceTable, estimate_input_tokens
@@ -133,6 +138,7 @@ class Engine:
         self._fresh_done: set[str] = set()
         self._reserved = 0.0  # estimated cost of requests in flight
         self._stop: BaseException | None = None
+        self._streak, self._streak_shape = 0, ""  # requests refused in a row with the same message
 
     # ---- rows ------------------------------------------------------------------------------------
     async def run(self, items: Iterable[Any]) -> AsyncIterator[dict[str, Any]]:
@@ -292,6 +298,9 @@ class Engine:
                         err = RetryableError(f"no reply within --timeout {cfg.timeout:g}s")
                     except RowFailed as exc:
                         return _Outcome(None, attempts, str(exc))
+                    except RequestRejected as exc:
+                        self._rejected(exc)
+                        return _Outcome(None, attempts, f"rejected by the provider: {exc}")
                     except FatalTeacherError as exc:
                         self._stop = self._stop or exc
                         raise
@@ -307,7 +316,20 @@ class Engine:
                 await asyncio.sleep(self._backoff(attempts, err.retry_after))
         return _Outcome(None, attempts, f"gave up after {attempts} attempts; last error: {error}")
 
+    def _rejected(self, exc: RequestRejected) -> None:
+        """Count refusals in a row with the same message (numbers aside); stop the run at REJECT_STREAK."""
+        shape = re.sub(r"\d+", "#", str(exc))
+        self._streak = self._streak + 1 if shape == self._streak_shape else 1
+        self._streak_shape = shape
+        if self._streak >= REJECT_STREAK and self._stop is None:
+            self._stop = FatalTeacherError(
+                f"the provider rejected the last {self._streak} requests in a row the same way: {exc}",
+                status=exc.status, hint=f"{exc.hint}; nothing was published" if exc.hint else None)
+        if self._stop is not None:
+            raise self._stop
+
     def _arrived(self, key: str, reply: Reply, attempts: int) -> _Outcome:
+        self._streak = 0
         if self.cache is not None:
             self.cache.put(key, reply, attempts=attempts)  # committed before anything else happens
         self.stats.sent += 1
@@ -343,6 +365,7 @@ class Engine:
 
 
 _END = object()
+REJECT_STREAK = 20  # identical refusals in a row that stop the run (every request would be refused)
 _HAS_TIMEOUT = sys.version_info >= (3, 11)
 
 
@@ -365,7 +388,8 @@ async def run_task(
 ) -> AsyncIterator[dict[str, Any]]:
     """Yield one output row per item, in input order (see the module docstring).
 
-    Raises FatalTeacherError (auth, bad request: stop the run) and BudgetExceeded (--max-cost)."""
+    Raises FatalTeacherError (auth, unknown model, no credit, REJECT_STREAK identical refusals: stop the run)
+    and BudgetExceeded (--max-cost)."""
     cfg = EngineConfig(concurrency=concurrency, rpm=rpm, tpm=tpm, timeout=timeout, max_attempts=max_attempts,
                        max_cost=max_cost, **config)
     engine = Engine(teacher, task, cfg, cache, pricing, on_progress, stats)

@@ -8,7 +8,7 @@ import importlib
 from typing import Any
 
 from ..errors import UsageError
-from .base import FatalTeacherError, Reply, Request, RetryableError, Teacher
+from .base import FatalTeacherError, Reply, Request, RequestRejected, RetryableError, Teacher
 
 # provider prefix -> "module:Class" (one line per provider)
 REGISTRY: dict[str, str] = {
@@ -50,6 +50,7 @@ __all__ = [
     "FatalTeacherError",
     "Reply",
     "Request",
+    "RequestRejected",
     "RetryableError",
     "Teacher",
     "make_teacher",

@@ -102,11 +102,18 @@ class RetryableError(Exception):
 
 
 class FatalTeacherError(TeacherError):
-    """A failure that retrying cannot fix (bad key, no access, unknown model, bad request): stop the run."""
+    """A failure that retrying cannot fix and that every request would hit (bad key, no access, unknown
+    model, out of credit): stop the run. Per-request refusals are the subclass `RequestRejected`."""
 
     def __init__(self, message: str, *, status: int | None = None, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.status = status
+
+
+class RequestRejected(FatalTeacherError):
+    """The provider refused this one request (HTTP 400/413/422: a too-long prompt, an oversized or corrupt
+    image). Sending it again cannot help, but other requests may succeed: the engine fails the row with the
+    provider's message and goes on (and stops when many requests in a row are refused the same way)."""
 
 
 class Teacher(ABC):

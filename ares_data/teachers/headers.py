@@ -9,7 +9,7 @@ from collections.abc import Collection, Mapping
 from datetime import datetime
 
 from ..redact import redact_text
-from .base import FatalTeacherError, RetryableError
+from .base import FatalTeacherError, RequestRejected, RetryableError
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -113,6 +113,12 @@ QUOTA_CODES = frozenset(
         "contract_spend_limit_reached",
     }
 )
+# Anthropic answers "Your credit balance is too low ..." with a 400 invalid_request_error
+QUOTA_MESSAGE = re.compile(
+    r"credit balance is too low|insufficient[_ ]quota|exceeded your current quota", re.IGNORECASE
+)
+# statuses that refuse one request (its size or content), not the account: that row fails, the run goes on
+REJECTED_STATUS = frozenset({400, 413, 422})
 QUOTA_HINT = (
     "the account is out of credit or over a spend limit, which retrying cannot fix: add credit or raise the "
     "limit, then rerun the same command (answered requests are cached)"
@@ -127,13 +133,15 @@ def status_error(
     key_env_var: str | None,
     codes: Collection[str] = (),
 ) -> Exception:
-    """One mapping from an HTTP error status (and the provider's error codes) to RetryableError /
-    FatalTeacherError."""
+    """One mapping from an HTTP error status (and the provider's error codes) to RetryableError (429, 5xx),
+    RequestRejected (400/413/422: this request only; the row fails) or FatalTeacherError (401/403/404, out of
+    credit: the run stops)."""
     # providers sometimes echo a masked key ("Incorrect API key provided: sk-ab***yz"): never pass it on
     text = redact_text(f"{provider} HTTP {status}: {message}")
-    if status == 429 and QUOTA_CODES.intersection(codes):
+    if status in (400, 429) and (QUOTA_CODES.intersection(codes) or QUOTA_MESSAGE.search(message)):
         return FatalTeacherError(text, status=status, hint=QUOTA_HINT)
     if status in RETRYABLE_STATUS or status >= 500:
         return RetryableError(text, retry_after=parse_retry_after(headers), status=status)
     hint = _FATAL_HINTS.get(status, "see the provider's error message above")
-    return FatalTeacherError(text, status=status, hint=hint.format(env=key_env_var or "the API key"))
+    cls = RequestRejected if status in REJECTED_STATUS else FatalTeacherError
+    return cls(text, status=status, hint=hint.format(env=key_env_var or "the API key"))
