@@ -60,6 +60,7 @@ def test_stats_by_subject_and_plot(lineage: dict, tmp_path: Path) -> None:
     assert Image.open(png).size[0] > 400
     r = data(["stats", "scores"])  # the table view
     assert r.exit_code == 0 and "mean by position" in r.stdout and "unparseable reply" in r.stdout
+    assert "[0.9, 1.0] " in r.stdout and "[0.8, 0.9) " in r.stdout  # the last bin holds the 1.0 scores
 
 
 def test_stats_corrections_edit_rates(lineage: dict) -> None:

@@ -55,8 +55,10 @@ def _render(st: dict[str, Any]) -> None:
                 f"  rationale mean {st['rationale_mean_score']}")
         hist = st["histogram"]
         peak = max(hist["counts"]) or 1
-        for lo, n in zip(hist["edges"][:-1], hist["counts"], strict=True):
-            c.print(f"  [{lo:.1f}, {lo + 0.1:.1f}) {'#' * round(30 * n / peak):<30} {n}")
+        edges, last = hist["edges"], len(hist["counts"]) - 1
+        for i, n in enumerate(hist["counts"]):
+            close = "]" if i == last else ")"  # the last bin includes 1.0
+            c.print(f"  [{edges[i]:.1f}, {edges[i + 1]:.1f}{close} {'#' * round(30 * n / peak):<30} {n}")
         means = "  ".join(f"{p['position']}:{p['mean']}" for p in st["by_position"][:12])
         c.print(f"mean by position: {means}")
     if "duplicate_rationale_rate" in st:
