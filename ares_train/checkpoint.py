@@ -37,9 +37,10 @@ def write_checkpoint_manifest(
     from .modeling import weights_fingerprint as fingerprint
 
     out = Path(outdir)
+    local = Path(base_model).expanduser()
     manifest = {
         "stage": stage,
-        "base_model": str(base_model),
+        "base_model": str(local.resolve()) if local.exists() else str(base_model),  # hub ids as given
         "base_fingerprint": base_fingerprint or fingerprint(base_model),
         "datasets": [v.as_parent() for v in datasets],
         "params": params,

@@ -89,3 +89,16 @@ def test_shipped_accelerate_configs_parse(name: str, kind: str) -> None:
         assert cfg.deepspeed_config["zero_stage"] == int(name[-1])
     else:
         assert cfg.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
+
+
+def test_manifest_names_a_local_base_model_by_absolute_path(tmp_path: Path, monkeypatch) -> None:
+    """`--model m` run from some folder: the manifest must still name that model from anywhere."""
+    from ares_train.checkpoint import read_checkpoint_manifest, write_checkpoint_manifest
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "out").mkdir()
+    monkeypatch.chdir(tmp_path)
+    write_checkpoint_manifest("out", "sft", "m", [], {}, base_fingerprint="b", weights_fingerprint="w")
+    assert read_checkpoint_manifest(tmp_path / "out")["base_model"] == str(tmp_path / "m")
+    write_checkpoint_manifest("out", "sft", "org/name", [], {}, base_fingerprint="b", weights_fingerprint="w")
+    assert read_checkpoint_manifest(tmp_path / "out")["base_model"] == "org/name"  # a hub id stays as given
