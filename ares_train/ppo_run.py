@@ -298,11 +298,13 @@ def _save(
     if trainer.accelerator.is_main_process:  # one writer under `accelerate launch`
         model.save_pretrained(outdir)
         policy.processing.save_pretrained(outdir)
-        if cfg.merge and policy.is_lora:
-            save_merged(model, policy.processing, outdir / "merged")
         params = {k: v for k, v in cfg.to_dict().items() if k not in ("output_dir",)}
         extra = {"counts": dict(counts), "final_metrics": history[-1] if history else {}}
         manifest = write_checkpoint_manifest(outdir, "ppo", cfg.model, datasets, params, extra=extra)
+        if cfg.merge and policy.is_lora:
+            merged = save_merged(model, policy.processing, outdir / "merged")
+            extra["merged_from"] = str(outdir)
+            write_checkpoint_manifest(merged, "ppo", cfg.model, datasets, params, extra=extra)
         shutil.rmtree(outdir / "checkpoint", ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     return manifest

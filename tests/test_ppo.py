@@ -241,6 +241,9 @@ def test_ppo_lora_changes_only_the_adapter(store_dir: Path, text_model: Path, tm
             assert torch.equal(tensor, original[name.replace(".base_layer", "")]), name
     merged = _weights(out / "merged")
     assert any(not torch.equal(merged[k], original[k]) for k in merged if k in original)
+    manifest = json.loads((out / "merged" / "ares-checkpoint.json").read_text())  # a checkpoint folder too
+    assert manifest["stage"] == "ppo" and manifest["merged_from"] == str(out)
+    assert manifest["weights_fingerprint"] != manifest["base_fingerprint"]
 
 
 def test_off_policy_rationales_are_refused(store_dir: Path, text_model: Path, tmp_path: Path) -> None:
