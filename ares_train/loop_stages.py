@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ares_data.store import Store, Version, build_key
+from ares_data.store import Store, Version
 
 from .loop_config import LoopSettings
 
@@ -69,16 +69,12 @@ def _task(ctx: Context, task_name: str) -> Any:
     return TASKS[task_name](prompt_path=Path(prompt) if prompt else None, include_images=loop.images)
 
 
-def teacher_params(teacher_spec: str, task_name: str, task: Any) -> dict[str, Any]:
-    """The same parameters `ares-data score/correct` record, so both build identical versions."""
-    return {"teacher": teacher_spec, "task": task_name, "prompt_sha": task.prompt_sha,
-            "images": task.include_images, "retry_failed": None}
-
-
 def teacher_stage(ctx: Context, task_name: str, rationales_ref: str) -> tuple[dict, dict]:
-    """Score or correct a rationales dataset through the engine; publish `<prefix>-scores|corrections`."""
-    from ares_data.engine import RequestCache, Stats, run_task
+    """Score or correct a rationales dataset through ares_data's publish step (the one `ares-data
+    score/correct` use, so identical builds are the same version); publish `<prefix>-scores|corrections`."""
+    from ares_data.engine import Stats
     from ares_data.engine.inputs import TeacherInputs
+    from ares_data.engine.stage import find_teacher_dataset, publish_teacher_dataset
     from ares_data.teachers import make_teacher
 
     loop, store = ctx.settings.loop, ctx.store
@@ -86,33 +82,16 @@ def teacher_stage(ctx: Context, task_name: str, rationales_ref: str) -> tuple[di
     inputs = TeacherInputs.resolve(store, rationales_ref, None, task.kind)
     name = f"{ctx.prefix}-{task.kind}"
     teacher = make_teacher(loop.teacher, base_url=loop.teacher_base_url or None, timeout=loop.timeout)
-    params = teacher_params(teacher.spec, task_name, task)
-    found = store.find_build(name, build_key(task.kind, [inputs.rationales.as_parent()], params))
+    found = find_teacher_dataset(store, inputs, task_name, task, teacher.spec, name)
     if found is not None:
+        asyncio.run(teacher.aclose())
         return {task.kind: found.ref}, {**_teacher_metrics(found), "reused": True}
     stats = Stats(total=len(inputs))
-    extra: dict[str, Any] = {"teacher": teacher.spec, "prompt_sha": task.prompt_sha, "loop": str(ctx.run_dir)}
     engine = {"concurrency": loop.concurrency, "rpm": loop.rpm, "tpm": loop.tpm, "timeout": loop.timeout,
               "max_attempts": loop.max_attempts, "max_cost": ctx.budget_left}
-
-    async def go() -> Version:
-        try:
-            parents = [inputs.rationales]
-            with RequestCache.for_store(store.root) as cache, \
-                    store.writer(name, task.kind, parents=parents, params=params, extra=extra) as w:
-                async for row in run_task(teacher, task, inputs.items(), cache=cache, stats=stats,
-                                          on_progress=lambda s: ctx.tick(s.done, s.total), **engine):
-                    w.write(row)
-                for key in ("ok", "failed", "cached", "from_cache", "sent", "attempts"):
-                    w.count(key, getattr(stats, key))
-                extra["usage"] = {k: stats.as_dict()[k] for k in ("input_tokens", "output_tokens", "cost_usd",
-                                                                  "spent_usd", "elapsed_s")}
-                extra["cost_usd"] = round(stats.cost_usd, 8)
-        finally:
-            await teacher.aclose()
-        return w.result
-
-    version = asyncio.run(go())
+    version, _ = asyncio.run(publish_teacher_dataset(
+        store, inputs, task_name, task, teacher, name=name, engine=engine, extra={"loop": str(ctx.run_dir)},
+        stats=stats, on_progress=lambda s: ctx.tick(s.done, s.total)))
     metrics = _teacher_metrics(version)
     metrics.update(sent=stats.sent, from_cache=stats.from_cache, spent_usd=round(stats.spent_usd, 6),
                    reused=version.reused)

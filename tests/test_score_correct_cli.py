@@ -129,6 +129,39 @@ def test_a_rejected_request_is_a_failed_row_not_a_stopped_run(store_dir: Path, s
     assert r.exit_code == 1 and "401" in r.stderr and "other" not in s.names()
 
 
+def test_max_tokens_is_sent_and_decides_the_build(store_dir: Path, srv) -> None:  # noqa: ANN001
+    s = make_rationales(store_dir, n_problems=2, k=1)
+    r = score("--max-tokens", "3000", "--json", srv=srv)
+    assert r.exit_code == 0, r.output
+    assert srv.stats.recent and all(b["max_tokens"] == 3000 for b in srv.stats.recent)
+    first = r.json()
+    assert s.resolve(first["ref"]).manifest["params"]["max_tokens"] == 3000
+    again = score("--max-tokens", "3000", "--json", srv=srv).json()  # the same build: same version, cached
+    assert again["ref"] == first["ref"] and again["sent"] == 0
+    other = score("--json", srv=srv).json()  # the default budget is another request and another version
+    assert other["ref"] != first["ref"] and other["sent"] > 0
+    assert s.resolve(other["ref"]).manifest["params"]["max_tokens"] == 1024
+    assert data(["score", "rats", "--teacher", "reference", "--max-tokens", "0"]).exit_code == 2
+
+
+def test_the_loop_and_the_cli_publish_the_same_version(store_dir: Path, tmp_path: Path) -> None:
+    from ares_train.loop_config import LoopConfig, LoopSettings
+    from ares_train.loop_stages import Context, teacher_stage
+
+    s = make_rationales(store_dir, n_problems=2, k=2)
+    settings = LoopSettings(LoopConfig(problems="sqa", teacher="reference"), {}, {}, {}, {})
+    ctx = Context(s, settings, tmp_path, prefix="rats")
+    cli = data(["score", "rats", "--teacher", "reference", "--json"]).json()
+    out, metrics = teacher_stage(ctx, "score", "rats@v1")
+    assert out == {"scores": cli["ref"]} and metrics["reused"]
+    out, metrics = teacher_stage(ctx, "correct", "rats@v1")  # and the other way round
+    assert not metrics["reused"]
+    cli = data(["correct", "rats", "--teacher", "reference", "--json"]).json()
+    assert cli["ref"] == out["corrections"]
+    man = s.resolve(out["corrections"]).manifest
+    assert man["params"]["max_tokens"] == 1024 and man["counts"]["ok"] == 4 and man["usage"]
+
+
 def test_dry_run_sends_nothing_then_counts_the_cache(store_dir: Path, srv) -> None:  # noqa: ANN001
     make_rationales(store_dir)
     r = score("--dry-run", "--json", srv=srv)

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ..engine import PriceTable, RequestCache, Stats, plan_requests, run_task
+from ..engine import PriceTable, RequestCache, Stats, plan_requests
 from ..engine.batch import (
     BatchReplies,
     batch_requests,
@@ -21,6 +21,7 @@ from ..engine.batch import (
 )
 from ..engine.engine import Fresh
 from ..engine.inputs import TeacherInputs
+from ..engine.stage import publish_teacher_dataset
 from ..errors import UsageError
 from ..redact import redact_text
 from ..store import Store
@@ -48,6 +49,9 @@ RpmOpt = Annotated[Optional[float], typer.Option("--rpm", min=0.001, help="Clien
 TpmOpt = Annotated[Optional[float], typer.Option("--tpm", min=1, help="Client-side tokens/min limit.")]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", min=0.01, help="Seconds per request attempt.")]
 AttemptsOpt = Annotated[int, typer.Option("--max-attempts", min=1, help="HTTP attempts per request.")]
+MaxTokensOpt = Annotated[Optional[int], typer.Option(
+    "--max-tokens", min=1, help="Reply budget in tokens per request (default 1024; raise it for reasoning "
+    "models, which spend part of it thinking). Part of the request: a new value is a new build.")]
 MaxCostOpt = Annotated[Optional[float], typer.Option(
     "--max-cost", min=0.0, help="Stop sending once this run would spend more USD; rerun to resume.")]
 PricesOpt = Annotated[Optional[Path], typer.Option("--prices", help='JSON {"MODEL": {"input": USD_PER_M, '
@@ -64,9 +68,9 @@ RetryOpt = Annotated[Optional[str], typer.Option("--retry-failed", help="OUTPUT@
 def score_cmd(teacher: TeacherOpt, rationales: RatArg = None, output: OutOpt = None,
               prompt: PromptOpt = None, no_images: NoImagesOpt = False, base_url: BaseUrlOpt = None,
               concurrency: ConcOpt = 16, rpm: RpmOpt = None, tpm: TpmOpt = None, timeout: TimeoutOpt = 60.0,
-              max_attempts: AttemptsOpt = 5, max_cost: MaxCostOpt = None, prices: PricesOpt = None,
-              dry_run: DryOpt = False, batch: BatchOpt = False, retry_failed: RetryOpt = None,
-              store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+              max_attempts: AttemptsOpt = 5, max_tokens: MaxTokensOpt = None, max_cost: MaxCostOpt = None,
+              prices: PricesOpt = None, dry_run: DryOpt = False, batch: BatchOpt = False,
+              retry_failed: RetryOpt = None, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     """Score every sentence of every rationale in [0, 1] with a teacher -> a scores dataset.
 
     Rows stay aligned with the rationales (one row each, same order); a reply that cannot be validated is
@@ -79,19 +83,20 @@ def score_cmd(teacher: TeacherOpt, rationales: RatArg = None, output: OutOpt = N
 def correct_cmd(teacher: TeacherOpt, rationales: RatArg = None, output: OutOpt = None,
                 prompt: PromptOpt = None, no_images: NoImagesOpt = False, base_url: BaseUrlOpt = None,
                 concurrency: ConcOpt = 16, rpm: RpmOpt = None, tpm: TpmOpt = None,
-                timeout: TimeoutOpt = 60.0, max_attempts: AttemptsOpt = 5, max_cost: MaxCostOpt = None,
-                prices: PricesOpt = None, dry_run: DryOpt = False, batch: BatchOpt = False,
-                retry_failed: RetryOpt = None, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+                timeout: TimeoutOpt = 60.0, max_attempts: AttemptsOpt = 5, max_tokens: MaxTokensOpt = None,
+                max_cost: MaxCostOpt = None, prices: PricesOpt = None, dry_run: DryOpt = False,
+                batch: BatchOpt = False, retry_failed: RetryOpt = None, store: StoreOpt = None,
+                as_json: JsonOpt = False) -> None:
     """Have a teacher correct every rationale -> a corrections dataset (segmented, with an edit summary).
 
     Same engine, cache, cost control and resume as `score`."""
     _teacher_command("correct", **locals())
 
 
-def _make_task(task_name: str, prompt: Path | None, images: bool) -> Any:
+def _make_task(task_name: str, prompt: Path | None, images: bool, max_tokens: int | None = None) -> Any:
     from ..tasks import TASKS
 
-    return TASKS[task_name](prompt_path=prompt, include_images=images)
+    return TASKS[task_name](prompt_path=prompt, include_images=images, max_tokens=max_tokens)
 
 
 def _make_teacher(spec: str, base_url: str | None, timeout: float) -> Any:
@@ -103,9 +108,9 @@ def _make_teacher(spec: str, base_url: str | None, timeout: float) -> Any:
 def _teacher_command(task_name: str, *, rationales: str | None, teacher: str, output: str | None,
                      prompt: Path | None, no_images: bool, base_url: str | None, dry_run: bool, batch: bool,
                      retry_failed: str | None, store: Path | None, as_json: bool, prices: Path | None,
-                     **engine: Any) -> None:
+                     max_tokens: int | None, **engine: Any) -> None:
     s = get_store(store)
-    task = _make_task(task_name, prompt, not no_images)
+    task = _make_task(task_name, prompt, not no_images, max_tokens)
     inputs = TeacherInputs.resolve(s, rationales, retry_failed, task.kind)
     default = inputs.retry_from.name if inputs.retry_from else f"{inputs.rationales.name}-{task.kind}"
     name = output or default
@@ -138,40 +143,15 @@ class RunSpec:
         self.engine, self.as_json = engine, as_json
         self.prices_file: Path | None = None
 
-    def params(self) -> dict[str, Any]:
-        return {"teacher": self.teacher.spec, "task": self.task_name, "prompt_sha": self.task.prompt_sha,
-                "images": self.task.include_images,
-                "retry_failed": self.inputs.retry_from.ref if self.inputs.retry_from else None}
-
     async def execute(self, items: Any, *, send_as: Any = None, extra: dict[str, Any] | None = None) -> None:
-        parents = [self.inputs.rationales] + ([self.inputs.retry_from] if self.inputs.retry_from else [])
         stats = Stats(total=len(self.inputs))
-        warning = self.pricing.warning(self.teacher.provider, self.teacher.model)
-        manifest_extra: dict[str, Any] = {
-            "teacher": self.teacher.spec, "prompt_sha": self.task.prompt_sha,
-            "base_url": redact_text(self.base_url) if self.base_url else None,
-            "engine": {k: v for k, v in self.engine.items()}, "warnings": [warning] if warning else [],
-            **(extra or {}),
-        }
-        if self.prompt is not None:  # a custom template: keep its text with the data (cards show it)
-            manifest_extra["prompt_text"] = redact_text(Path(self.prompt).read_text(encoding="utf-8"))
-        try:
-            with RequestCache.for_store(self.store.root) as cache, Progress(self.task.kind, stats) as bar, \
-                    self.store.writer(self.name, self.task.kind, parents=parents, params=self.params(),
-                                      extra=manifest_extra) as w:
-                async for row in run_task(send_as or self.teacher, self.task, items, cache=cache,
-                                          pricing=self.pricing, on_progress=bar.update, stats=stats,
-                                          **self.engine):
-                    w.write(row)
-                for key in ("ok", "failed", "cached", "from_cache", "sent", "attempts"):
-                    w.count(key, getattr(stats, key))
-                # the writer publishes after this block and reads `extra` then, so the totals land in it
-                manifest_extra["usage"] = {k: stats.as_dict()[k] for k in (
-                    "input_tokens", "output_tokens", "cost_usd", "spent_usd", "elapsed_s")}
-                manifest_extra["cost_usd"] = round(stats.cost_usd, 8)
-        finally:
-            await self.teacher.aclose()
-        render_summary(w.result, stats, manifest_extra["warnings"], self.as_json)
+        base_url = redact_text(self.base_url) if self.base_url else None
+        with Progress(self.task.kind, stats) as bar:
+            version, _ = await publish_teacher_dataset(
+                self.store, self.inputs, self.task_name, self.task, self.teacher, name=self.name,
+                engine=self.engine, pricing=self.pricing, extra={"base_url": base_url, **(extra or {})},
+                items=items, send_as=send_as, stats=stats, on_progress=bar.update)
+        render_summary(version, stats, version.manifest.get("warnings") or [], self.as_json)
 
     async def submit(self) -> None:
         with RequestCache.for_store(self.store.root) as cache:
@@ -186,7 +166,8 @@ class RunSpec:
         record = {
             "task": self.task_name, "teacher": self.teacher.spec, "base_url": self.base_url,
             "prompt": str(self.prompt.resolve()) if self.prompt else None, "prompt_sha": self.task.prompt_sha,
-            "images": self.task.include_images, "rationales": self.inputs.rationales.ref,
+            "images": self.task.include_images, "max_tokens": self.task.max_tokens,
+            "rationales": self.inputs.rationales.ref,
             "retry_failed": self.inputs.retry_from.ref if self.inputs.retry_from else None,
             "output": self.name, "engine": self.engine, "requests": len(requests), "custom_ids": mapping,
             "prices": str(self.prices_file.resolve()) if self.prices_file else None,
@@ -241,7 +222,7 @@ def batch_collect_cmd(batch_id: Annotated[str, typer.Argument(help="Batch id pri
     """Fetch a finished batch's results and publish the dataset (failed requests become failed rows)."""
     s, rec, teacher = _batch_teacher(store, batch_id)
     prompt = Path(rec["prompt"]) if rec.get("prompt") else None
-    task = _make_task(rec["task"], prompt, rec["images"])
+    task = _make_task(rec["task"], prompt, rec["images"], rec.get("max_tokens"))
     if task.prompt_sha != rec["prompt_sha"]:
         raise UsageError(f"the prompt template changed since batch {batch_id} was submitted",
                          hint=f"restore {rec.get('prompt') or 'the default prompt'} or submit a new batch")

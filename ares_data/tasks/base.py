@@ -166,14 +166,19 @@ class Task(ABC):
     name: ClassVar[str]
     default_prompt: ClassVar[str]
     required_fields: ClassVar[set[str]]
-    max_tokens: ClassVar[int] = 1024
+    max_tokens: int = 1024  # default reply budget; `max_tokens=` overrides it per instance
 
-    def __init__(self, prompt_path: Path | None = None, include_images: bool = True) -> None:
+    def __init__(
+        self, prompt_path: Path | None = None, include_images: bool = True, max_tokens: int | None = None
+    ) -> None:
         self.prompt_path = Path(prompt_path) if prompt_path else PROMPTS_DIR / self.default_prompt
+        self.custom_prompt = prompt_path is not None
         self.system_template, self.user_template, self.prompt_sha = load_template(
             self.prompt_path, self.required_fields
         )
         self.include_images = include_images
+        if max_tokens is not None:  # the reply budget (reasoning models spend part of it thinking)
+            self.max_tokens = max_tokens
 
     def values(self, problem: dict, rationale: dict) -> dict[str, str]:
         sents = sentence_texts(rationale)
