@@ -144,6 +144,7 @@ def ours(model: Path, problems: str, a: argparse.Namespace, run: int, work: Path
         "ppo_s": t3 - t2,
         "teacher_s": t2 - t1,
         "rollouts": res.counts.get("used", 0),
+        "optimizer_steps": res.history[-1]["step"],
         "mean_response_tokens": statistics.mean(lengths),
     }
 
@@ -179,8 +180,10 @@ def trl_round(model: Path, problems: str, a: argparse.Namespace, run: int, work:
     ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts for _ in range(a.k)]
     args = PPOConfig(
         output_dir=str(work / f"trl{run}"),
-        per_device_train_batch_size=n // a.mini_batches,
-        gradient_accumulation_steps=a.mini_batches,
+        # batch n, M mini-batches of n/M, one forward/backward and one optimizer step each, as ours does
+        # (TRL steps the optimizer every gradient_accumulation_steps micro-batches, across mini-batches)
+        per_device_train_batch_size=n,
+        gradient_accumulation_steps=1,
         num_mini_batches=a.mini_batches,
         num_ppo_epochs=a.ppo_epochs,
         response_length=a.response_length,
@@ -208,10 +211,13 @@ def trl_round(model: Path, problems: str, a: argparse.Namespace, run: int, work:
         train_dataset=Dataset.from_dict({"input_ids": ids}),
         value_model=value,
     )
+    steps = [0]
+    inner = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # real steps only (not skipped ones)
+    inner.register_step_post_hook(lambda *_: steps.__setitem__(0, steps[0] + 1))
     with contextlib.redirect_stdout(io.StringIO()):
         trainer.train()
     trainer.save_model(str(work / f"trl{run}"))
-    return {"total_s": time.perf_counter() - t0, "cpu_s": _cpu() - c0}
+    return {"total_s": time.perf_counter() - t0, "cpu_s": _cpu() - c0, "optimizer_steps": steps[0]}
 
 
 def _cpu() -> float:
