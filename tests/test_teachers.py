@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import time
 from pathlib import Path
 
@@ -128,6 +129,17 @@ def test_request_cache_key_covers_everything_including_image_bytes() -> None:
     assert base not in others and len(others) == 5
     r = Reply("t", {"a": 1}, 1, 2, "max_tokens")
     assert r.truncated and Reply.from_dict(r.to_dict()) == r
+
+
+def test_cache_keys_are_stable_across_versions() -> None:
+    """Existing caches stay valid: the key of a fixed request is pinned (computed by the first release)."""
+    content = [{"type": "image", "media_type": "image/png", "data_b64": "iVBO"},
+               {"type": "text", "text": "é x"}]
+    req = Request(system="s", messages=[{"role": "user", "content": content}], max_tokens=7,
+                  response_schema={"type": "object"})
+    pinned = "89abccecd3af597e9700403af86992c1570a94eefb055c2bb5194e9f1ce99487"
+    assert req.cache_key("anthropic", "m") == pinned
+    assert json.loads(req.canonical_json()) == req.to_dict()
 
 
 def test_reference_scoring_rules() -> None:
