@@ -137,3 +137,13 @@ def test_ls_show_head_cli(store_dir: Path) -> None:
     r = data(["show", "bad name!"])
     assert r.exit_code == 2
     assert data(["ls", "--store", str(store_dir), "--json"]).json()[0]["name"] == "rats"
+
+
+def test_head_shows_images_as_their_size_also_inside_lists() -> None:
+    from PIL import Image
+
+    from ares_data.commands.store_cmds import _printable
+
+    img = Image.new("RGB", (2, 3))
+    out = _printable({"image": img, "images": [img, img], "text": "t", "ids": [1, 2]})
+    assert out == {"image": "<image 2x3 RGB>", "images": ["<image 2x3 RGB>"] * 2, "text": "t", "ids": [1, 2]}

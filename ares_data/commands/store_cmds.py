@@ -99,10 +99,12 @@ def head_cmd(
 
 
 def _printable(row: dict) -> dict:
-    out = {}
-    for k, val in row.items():
-        if hasattr(val, "size") and hasattr(val, "mode"):  # PIL image
-            out[k] = f"<image {val.size[0]}x{val.size[1]} {val.mode}>"
-        else:
-            out[k] = val
-    return out
+    return {k: _printable_value(val) for k, val in row.items()}
+
+
+def _printable_value(val: object) -> object:
+    if hasattr(val, "size") and hasattr(val, "mode"):  # PIL image
+        return f"<image {val.size[0]}x{val.size[1]} {val.mode}>"
+    if isinstance(val, list):  # e.g. the `images` column of exports
+        return [_printable_value(v) for v in val]
+    return val
