@@ -232,13 +232,19 @@ def test_batch_submit_status_collect(store_dir: Path, srv) -> None:  # noqa: ANN
 
 def test_no_key_leaks_into_store_cache_or_output(store_dir: Path, srv) -> None:  # noqa: ANN001
     make_rationales(store_dir)
-    outs = [score(srv=srv), score("--batch", srv=srv, teacher=OPENAI),
+    srv.set_faults(fault_rate=0.3, seed=1, faults=["429", "500"])  # retries and errors in the log too
+    log = store_dir / "teacher-log.jsonl"
+    outs = [score("--log", str(log), "--json", "--max-attempts", "8", srv=srv),
+            score("--batch", srv=srv, teacher=OPENAI),
             data(["correct", "rats", "--teacher", OPENAI, "--base-url", srv.openai_base_url])]
     assert all(o.exit_code == 0 for o in outs), [o.output for o in outs]
     blobs = [o.output.encode() for o in outs] + [p.read_bytes() for p in store_dir.rglob("*") if p.is_file()]
     assert any(b"sqa" in b for b in blobs)
     for key in KEYS.values():
         assert not any(key.encode() in b for b in blobs), "an API key reached the store, cache or output"
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    assert sum(e["event"] == "reply" for e in events) == outs[0].json()["sent"] > 0
+    assert {"retry"} <= {e["event"] for e in events} and all(e["key"] for e in events)
 
 
 def test_missing_key_and_bad_input_are_one_line_errors(store_dir: Path, srv, monkeypatch) -> None:  # noqa: ANN001

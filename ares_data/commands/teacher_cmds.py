@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -21,6 +22,7 @@ from ..engine.batch import (
 )
 from ..engine.engine import Fresh
 from ..engine.inputs import TeacherInputs
+from ..engine.log import RequestLog
 from ..engine.stage import publish_teacher_dataset
 from ..errors import UsageError
 from ..redact import redact_text
@@ -60,6 +62,9 @@ DryOpt = Annotated[bool, typer.Option("--dry-run", help="Print requests, estimat
                                       "send nothing.")]
 BatchOpt = Annotated[bool, typer.Option("--batch", help="Submit through the provider's batch API (half "
                                         "price); finish with `ares-data batch collect ID`.")]
+LogOpt = Annotated[Optional[Path], typer.Option(
+    "--log", help="Append one JSON line per HTTP attempt (reply / retry / rejected / gave_up, with status, "
+    "error, seconds) to FILE, for debugging long runs; keys are redacted.")]
 RetryOpt = Annotated[Optional[str], typer.Option("--retry-failed", help="OUTPUT@vN: re-request only its "
                                                  "failed rows into a new version (ok rows copied).")]
 
@@ -70,7 +75,8 @@ def score_cmd(teacher: TeacherOpt, rationales: RatArg = None, output: OutOpt = N
               concurrency: ConcOpt = 16, rpm: RpmOpt = None, tpm: TpmOpt = None, timeout: TimeoutOpt = 60.0,
               max_attempts: AttemptsOpt = 5, max_tokens: MaxTokensOpt = None, max_cost: MaxCostOpt = None,
               prices: PricesOpt = None, dry_run: DryOpt = False, batch: BatchOpt = False,
-              retry_failed: RetryOpt = None, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+              retry_failed: RetryOpt = None, log: LogOpt = None, store: StoreOpt = None,
+              as_json: JsonOpt = False) -> None:
     """Score every sentence of every rationale in [0, 1] with a teacher -> a scores dataset.
 
     Rows stay aligned with the rationales (one row each, same order); a reply that cannot be validated is
@@ -85,8 +91,8 @@ def correct_cmd(teacher: TeacherOpt, rationales: RatArg = None, output: OutOpt =
                 concurrency: ConcOpt = 16, rpm: RpmOpt = None, tpm: TpmOpt = None,
                 timeout: TimeoutOpt = 60.0, max_attempts: AttemptsOpt = 5, max_tokens: MaxTokensOpt = None,
                 max_cost: MaxCostOpt = None, prices: PricesOpt = None, dry_run: DryOpt = False,
-                batch: BatchOpt = False, retry_failed: RetryOpt = None, store: StoreOpt = None,
-                as_json: JsonOpt = False) -> None:
+                batch: BatchOpt = False, retry_failed: RetryOpt = None, log: LogOpt = None,
+                store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     """Have a teacher correct every rationale -> a corrections dataset (segmented, with an edit summary).
 
     Same engine, cache, cost control and resume as `score`."""
@@ -108,7 +114,7 @@ def _make_teacher(spec: str, base_url: str | None, timeout: float) -> Any:
 def _teacher_command(task_name: str, *, rationales: str | None, teacher: str, output: str | None,
                      prompt: Path | None, no_images: bool, base_url: str | None, dry_run: bool, batch: bool,
                      retry_failed: str | None, store: Path | None, as_json: bool, prices: Path | None,
-                     max_tokens: int | None, **engine: Any) -> None:
+                     max_tokens: int | None, log: Path | None, **engine: Any) -> None:
     s = get_store(store)
     task = _make_task(task_name, prompt, not no_images, max_tokens)
     inputs = TeacherInputs.resolve(s, rationales, retry_failed, task.kind)
@@ -128,7 +134,7 @@ def _teacher_command(task_name: str, *, rationales: str | None, teacher: str, ou
         return
     live = _make_teacher(teacher, base_url, engine["timeout"])
     run = RunSpec(s, task_name, task, inputs, name, live, base_url, prompt, pricing, engine, as_json)
-    run.prices_file = prices
+    run.prices_file, run.log_file = prices, log
     asyncio.run(run.submit() if batch else run.execute(inputs.items()))
 
 
@@ -142,15 +148,17 @@ class RunSpec:
         self.teacher, self.base_url, self.prompt, self.pricing = teacher, base_url, prompt, pricing
         self.engine, self.as_json = engine, as_json
         self.prices_file: Path | None = None
+        self.log_file: Path | None = None
 
     async def execute(self, items: Any, *, send_as: Any = None, extra: dict[str, Any] | None = None) -> None:
         stats = Stats(total=len(self.inputs))
         base_url = redact_text(self.base_url) if self.base_url else None
-        with Progress(self.task.kind, stats) as bar:
+        log = RequestLog(self.log_file) if self.log_file else None
+        with Progress(self.task.kind, stats) as bar, log or contextlib.nullcontext():
             version, _ = await publish_teacher_dataset(
                 self.store, self.inputs, self.task_name, self.task, self.teacher, name=self.name,
                 engine=self.engine, pricing=self.pricing, extra={"base_url": base_url, **(extra or {})},
-                items=items, send_as=send_as, stats=stats, on_progress=bar.update)
+                items=items, send_as=send_as, stats=stats, on_progress=bar.update, log=log)
         render_summary(version, stats, version.manifest.get("warnings") or [], self.as_json)
 
     async def submit(self) -> None:

@@ -38,6 +38,7 @@ from ..tasks.base import ValidationError
 from ..teachers.base import FatalTeacherError, Reply, Request, RequestRejected, RetryableError
 from .cache import RequestCache
 from .limiter import RateLimiter
+from .log import RequestLog
 from .pricing import Price, PriceTable, estimate_input_tokens
 
 
@@ -123,8 +124,9 @@ class Engine:
         pricing: PriceTable | None = None,
         on_progress: Callable[[Stats], None] | None = None,
         stats: Stats | None = None,
+        log: RequestLog | None = None,
     ) -> None:
-        self.teacher, self.task, self.config, self.cache = teacher, task, config, cache
+        self.teacher, self.task, self.config, self.cache, self.log = teacher, task, config, cache, log
         self.provider, self.model = teacher.provider, teacher.model
         pricing = pricing or PriceTable()
         self.price: Price = pricing.price(self.provider, self.model) or Price(0.0, 0.0)
@@ -290,6 +292,7 @@ class Engine:
                     self._check_go(0.0)
                     attempts += 1
                     self.stats.attempts += 1
+                    started = time.monotonic()
                     try:
                         reply = await self._send(request)
                     except RetryableError as exc:
@@ -297,24 +300,35 @@ class Engine:
                     except (asyncio.TimeoutError, TimeoutError):
                         err = RetryableError(f"no reply within --timeout {cfg.timeout:g}s")
                     except RowFailed as exc:
+                        self._log("failed", key, attempt=attempts, error=str(exc))
                         return _Outcome(None, attempts, str(exc))
                     except RequestRejected as exc:
+                        self._log("rejected", key, attempt=attempts, status=exc.status, error=str(exc))
                         self._rejected(exc)
                         return _Outcome(None, attempts, f"rejected by the provider: {exc}")
                     except FatalTeacherError as exc:
+                        self._log("fatal", key, attempt=attempts, status=exc.status, error=str(exc))
                         self._stop = self._stop or exc
                         raise
                     else:
                         self.limiter.settle(grant, reply.input_tokens + reply.output_tokens)
+                        self._log("reply", key, attempt=attempts, s=round(time.monotonic() - started, 3),
+                                  tokens=[reply.input_tokens, reply.output_tokens], stop=reply.stop_reason)
                         return self._arrived(key, reply, attempts)
                 finally:
                     self._reserved -= est_cost
             error = str(err) or type(err).__name__
+            self._log("retry", key, attempt=attempts, status=err.status, error=error)
             if err.status == 429 and err.retry_after:
                 self.limiter.pause_for(err.retry_after)  # the provider asked everyone to wait
             if attempts < cfg.max_attempts:
                 await asyncio.sleep(self._backoff(attempts, err.retry_after))
+        self._log("gave_up", key, attempt=attempts, error=error)
         return _Outcome(None, attempts, f"gave up after {attempts} attempts; last error: {error}")
+
+    def _log(self, event: str, key: str, **fields: Any) -> None:
+        if self.log is not None:
+            self.log.write(event, key, **fields)
 
     def _rejected(self, exc: RequestRejected) -> None:
         """Count refusals in a row with the same message (numbers aside); stop the run at REJECT_STREAK."""
@@ -384,6 +398,7 @@ async def run_task(
     pricing: PriceTable | None = None,
     on_progress: Callable[[Stats], None] | None = None,
     stats: Stats | None = None,
+    log: RequestLog | None = None,
     **config: Any,
 ) -> AsyncIterator[dict[str, Any]]:
     """Yield one output row per item, in input order (see the module docstring).
@@ -392,6 +407,6 @@ async def run_task(
     and BudgetExceeded (--max-cost)."""
     cfg = EngineConfig(concurrency=concurrency, rpm=rpm, tpm=tpm, timeout=timeout, max_attempts=max_attempts,
                        max_cost=max_cost, **config)
-    engine = Engine(teacher, task, cfg, cache, pricing, on_progress, stats)
+    engine = Engine(teacher, task, cfg, cache, pricing, on_progress, stats, log)
     async for row in engine.run(items):
         yield row

@@ -22,6 +22,7 @@ from ..store import Store, Version, build_key
 from .cache import RequestCache
 from .engine import Stats, run_task
 from .inputs import TeacherInputs
+from .log import RequestLog
 from .pricing import PriceTable
 
 USAGE_KEYS = ("input_tokens", "output_tokens", "cost_usd", "spent_usd", "elapsed_s")
@@ -62,10 +63,12 @@ async def publish_teacher_dataset(
     send_as: Any = None,
     stats: Stats | None = None,
     on_progress: Callable[[Stats], None] | None = None,
+    log: RequestLog | None = None,
 ) -> tuple[Version, Stats]:
     """Run the engine over `inputs` (or `items`) and publish the rows atomically as `name`; closes
     `teacher`. `engine`: run_task options (concurrency, rpm, tpm, timeout, max_attempts, max_cost), also
-    recorded in the manifest. Raises FatalTeacherError / BudgetExceeded with nothing published."""
+    recorded in the manifest; `log`: a RequestLog (`--log FILE`). Raises FatalTeacherError /
+    BudgetExceeded with nothing published."""
     pricing = pricing or PriceTable()
     stats = stats or Stats(total=len(inputs))
     warning = pricing.warning(teacher.provider, teacher.model)
@@ -80,7 +83,7 @@ async def publish_teacher_dataset(
                 name, task.kind, parents=teacher_parents(inputs), params=params, extra=manifest_extra) as w:
             async for row in run_task(send_as or teacher, task, inputs.items() if items is None else items,
                                       cache=cache, pricing=pricing, on_progress=on_progress, stats=stats,
-                                      **engine):
+                                      log=log, **engine):
                 w.write(row)
             for key in COUNT_KEYS:
                 w.count(key, getattr(stats, key))
