@@ -3,8 +3,12 @@
 Loads the policy (optionally with a new LoRA adapter), the value model (initialised from the policy or from
 `value_model`), the frozen reference (`ref_model`, else a copy of the initial policy, else with LoRA the
 adapter-disabled policy), builds the rollouts from the rationales + scores datasets, trains with
-`ares_train.ppo.SentencePPOTrainer` and writes the policy (or adapter) + `ares-checkpoint.json` to OUTDIR.
+`ares_train.ppo_trainer.SentencePPOTrainer` and writes the policy (or adapter) + `ares-checkpoint.json` to
+OUTDIR.
 A run interrupted after some PPO epochs resumes from OUTDIR/checkpoint when started again.
+
+The value model is not written to OUTDIR (it is in OUTDIR/checkpoint while training): the next round's PPO
+starts a fresh value model from its own policy (an SFT step comes in between), so nothing downstream uses it.
 """
 
 from __future__ import annotations
@@ -237,7 +241,7 @@ def build_trainer(
 def _make_trainer(
     cfg: PPORunConfig, outdir: Path, policy: Any, data: Any, collate_fn: Any, on_step: Any
 ) -> Any:
-    from .ppo import SentencePPOTrainer
+    from .ppo_trainer import SentencePPOTrainer
 
     return SentencePPOTrainer(
         ppo_config(cfg, outdir),

@@ -1,0 +1,349 @@
+"""The ARES PPO trainer: TRL's `PPOTrainer` set-up with a train loop over dataset rollouts.
+
+Rollouts come from a rationales dataset instead of being generated (`ares_train.ppo_data` turns them into
+padded tensors, images included for VLMs); the reward is placed on the token ending each scored sentence
+(`ares_train.rewards`); the arithmetic and every TRL PPO import live in `ares_train.ppo`.
+
+The rollouts of one RL round all come from the initial policy, so a buffer is a chunk of the dataset
+(by default all of it): old log-probs, reference log-probs and values are computed once per buffer, then
+`num_ppo_epochs` passes of shuffled mini-batches update the policy and the value model. Under several
+processes each gets an equal share of the shuffled rollouts (`left_out` counts the remainder).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .ppo import (
+    DatasetRewards,
+    LossOut,
+    PPOConfig,
+    PPOTrainer,
+    ValueModel,
+    gae,
+    kl_per_token,
+    mean_loss,
+    ppo_loss,
+    response_logprobs,
+    token_rewards,
+)
+
+__all__ = ["Buffer", "SentencePPOTrainer"]
+
+
+@dataclass
+class Buffer:
+    """Per-process rollouts of one buffer plus the per-token tensors computed once for it."""
+
+    rows: list[Any]  # ares_train.ppo_data.Rollout
+    mask: torch.Tensor  # [N, R] real response tokens
+    sentence_rewards: torch.Tensor
+    logprobs: torch.Tensor
+    ref_logprobs: torch.Tensor
+    values: torch.Tensor
+    advantages: torch.Tensor | None = None
+    returns: torch.Tensor | None = None
+    rewards: torch.Tensor | None = None
+    kl: torch.Tensor | None = None
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {
+            k: getattr(self, k)
+            for k in (
+                "mask",
+                "sentence_rewards",
+                "logprobs",
+                "ref_logprobs",
+                "values",
+                "advantages",
+                "returns",
+                "rewards",
+                "kl",
+            )
+        }
+
+
+def _pad_right(rows: list[torch.Tensor], length: int, value: float = 0.0) -> torch.Tensor:
+    out = torch.full((len(rows), length), value, dtype=rows[0].dtype, device=rows[0].device)
+    for i, r in enumerate(rows):
+        out[i, : r.shape[-1]] = r
+    return out
+
+
+class SentencePPOTrainer(PPOTrainer):
+    """TRL's PPOTrainer set-up, with a train loop over dataset rollouts and sentence-level rewards.
+
+    `collate(rows, device) -> (model_inputs, responses, response_mask, sentence_rewards, prompt_len)` turns
+    rollouts into padded tensors (prompts left-padded, responses right-padded); see `ares_train.ppo_data`.
+    """
+
+    def __init__(
+        self,
+        args: PPOConfig,
+        *,
+        model: nn.Module,
+        processing_class: Any,
+        ref_model: nn.Module | None,
+        value_model: ValueModel,
+        rollouts: list[Any],
+        collate: Callable[..., Any],
+        temperature: float = 1.0,
+        buffer_size: int = 0,
+        forward_batch_size: int = 8,
+        mini_batch_size: int = 8,
+        log_path: Path | None = None,
+        on_step: Callable[[int, int], None] | None = None,
+    ) -> None:
+        from accelerate import PartialState
+        from datasets import Dataset
+
+        state = PartialState()
+        world, rank = state.num_processes, state.process_index
+        per_rank = len(rollouts) // world
+        if per_rank == 0:
+            raise ValueError(f"{len(rollouts)} rollouts cannot be shared by {world} processes")
+        order = torch.randperm(len(rollouts), generator=torch.Generator().manual_seed(args.seed))
+        shuffled = [rollouts[i] for i in order.tolist()]  # same order on every rank and on resume
+        self.rollouts = shuffled[rank * per_rank : (rank + 1) * per_rank]
+        self.left_out = len(rollouts) - per_rank * world  # no process gets these (the caller counts them)
+        self.buffer_size = min(buffer_size or per_rank, per_rank)
+        self.mini_batch_size = min(mini_batch_size, self.buffer_size)
+        self.forward_batch_size, self.temperature = forward_batch_size, temperature
+        self.collate, self.log_path, self.on_step = collate, log_path, on_step
+        self.total_steps = self._planned_steps(args.num_ppo_epochs)
+        args.gradient_accumulation_steps, args.num_mini_batches = 1, 1  # we accumulate by hand below
+        args.total_episodes = self.total_steps * args.per_device_train_batch_size * world
+        self.eos_token_id = model.generation_config.eos_token_id  # TRL resets it when no stop token is set
+        super().__init__(
+            args=args,
+            processing_class=processing_class,
+            model=model,
+            ref_model=ref_model,
+            reward_model=DatasetRewards(),
+            value_model=value_model,
+            train_dataset=Dataset.from_dict({"index": list(range(per_rank))}),
+        )
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        for cb in (PrinterCallback, ProgressCallback):  # library code never prints; the CLI renders
+            self.remove_callback(cb)
+        self.accelerator.register_for_checkpointing(self.lr_scheduler)
+        self._kl_now: list[torch.Tensor] = []
+        self.run_key = ""  # identifies the run's settings in checkpoints (set by ares_train.ppo_run)
+
+    def _buffers(self) -> list[list[Any]]:
+        n = len(self.rollouts)
+        return [self.rollouts[i : i + self.buffer_size] for i in range(0, n, self.buffer_size)]
+
+    def _planned_steps(self, epochs: int) -> int:
+        return sum(epochs * math.ceil(len(b) / self.mini_batch_size) for b in self._buffers())
+
+    # -- forward passes --
+    def _forward(
+        self,
+        module: nn.Module,
+        inputs: dict[str, torch.Tensor],
+        prompt_len: int,
+        resp_len: int,
+        with_values: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        sl = slice(prompt_len - 1, prompt_len - 1 + resp_len)
+        if with_values:
+            out, values = module(**inputs, output_hidden_states=True, use_cache=False)
+            return out.logits[:, sl], values[:, sl].squeeze(-1).float()
+        return module(**inputs, use_cache=False).logits[:, sl], None
+
+    @torch.no_grad()
+    def _score_buffer(self, rows: list[Any]) -> Buffer:
+        """Old log-probs and values (policy + value model), reference log-probs, then rewards and GAE."""
+        device, args = self.accelerator.device, self.args
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("lp", "ref", "v", "mask", "sr")}
+        for i in range(0, len(rows), self.forward_batch_size):
+            inputs, responses, mask, srew, plen = self.collate(rows[i : i + self.forward_batch_size], device)
+            logits, values = self._forward(self.model, inputs, plen, responses.shape[1], True)
+            parts["lp"] += list(response_logprobs(logits, responses, self.temperature))
+            parts["v"] += list(values)
+            if self.ref_model is None:
+                with self.null_ref_context():
+                    ref_logits, _ = self._forward(unwrapped.policy, inputs, plen, responses.shape[1], False)
+            else:
+                ref_logits, _ = self._forward(self.ref_model, inputs, plen, responses.shape[1], False)
+            parts["ref"] += list(response_logprobs(ref_logits, responses, self.temperature))
+            parts["mask"] += list(mask)
+            parts["sr"] += list(srew)
+        length = max(m.shape[0] for m in parts["mask"])
+        buf = Buffer(
+            rows,
+            _pad_right(parts["mask"], length, False),
+            _pad_right(parts["sr"], length),
+            _pad_right(parts["lp"], length),
+            _pad_right(parts["ref"], length),
+            _pad_right(parts["v"], length),
+        )
+        buf.kl = torch.where(buf.mask, kl_per_token(buf.logprobs, buf.ref_logprobs, args.kl_estimator), 0.0)
+        buf.rewards = token_rewards(buf.sentence_rewards, buf.kl, buf.mask, args.kl_coef)
+        buf.advantages, buf.returns = gae(buf.rewards, buf.values, buf.mask, args.gamma, args.lam)
+        return buf
+
+    # -- the update --
+    def _mini_batch(self, buf: Buffer, idx: torch.Tensor) -> LossOut:
+        acc, args, device = self.accelerator, self.args, self.accelerator.device
+        micro = args.per_device_train_batch_size
+        chunks = [idx[i : i + micro] for i in range(0, len(idx), micro)]
+        outs, kls = [], []
+        for j, chunk in enumerate(chunks):
+            inputs, responses, mask, _, plen = self.collate([buf.rows[i] for i in chunk.tolist()], device)
+            r = responses.shape[1]
+            ctx = acc.no_sync(self.model) if j < len(chunks) - 1 else contextlib.nullcontext()
+            with ctx:
+                logits, vpred = self._forward(self.model, inputs, plen, r, True)
+                new_lp = response_logprobs(logits, responses, self.temperature)
+                pick = {k: v[chunk, :r] for k, v in buf.tensors().items()}
+                out = ppo_loss(
+                    new_lp,
+                    pick["logprobs"],
+                    pick["advantages"],
+                    vpred,
+                    pick["values"],
+                    pick["returns"],
+                    mask,
+                    cliprange=args.cliprange,
+                    cliprange_value=args.cliprange_value,
+                    vf_coef=args.vf_coef,
+                )
+                acc.backward(out.loss * (len(chunk) / len(idx)))
+                kl_now = kl_per_token(new_lp.detach(), pick["ref_logprobs"], args.kl_estimator)
+            kls.append((kl_now * mask).sum(1))
+            outs.append(out)
+        if args.max_grad_norm and args.max_grad_norm > 0:
+            acc.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
+        self.optimizer.step()
+        self.lr_scheduler.step()
+        self.optimizer.zero_grad()
+        self._kl_now.append(torch.cat(kls).mean())
+        return mean_loss(outs)
+
+    def _metrics(self, buf: Buffer, outs: list[LossOut], epoch: int, started: float) -> dict[str, float]:
+        def avg(field: str) -> float:
+            value = torch.stack([getattr(o, field).detach().float() for o in outs]).mean()
+            return self.accelerator.gather_for_metrics(value.reshape(1)).mean().item()
+
+        def per_seq(t: torch.Tensor) -> float:
+            return self.accelerator.gather_for_metrics(t.sum(1).mean().reshape(1)).mean().item()
+
+        return {
+            "loss/total": avg("loss"),
+            "loss/policy": avg("pg_loss"),
+            "loss/value": avg("vf_loss"),
+            "reward/sentence": per_seq(buf.sentence_rewards),
+            "reward/total": per_seq(buf.rewards),
+            "objective/kl": per_seq(buf.kl),
+            "objective/kl_current": self._gathered_kl_now(),
+            "policy/clipfrac": avg("pg_clipfrac"),
+            "policy/approxkl": avg("approx_kl"),
+            "policy/ratio": avg("ratio"),
+            "val/clipfrac": avg("vf_clipfrac"),
+            "lr": self.lr_scheduler.get_last_lr()[0],
+            "ppo_epoch": epoch,
+            "step": self.state.global_step,
+            "elapsed_s": round(time.time() - started, 3),
+        }
+
+    def _gathered_kl_now(self) -> float:
+        value = torch.stack(self._kl_now).mean().reshape(1)
+        self._kl_now = []
+        return self.accelerator.gather_for_metrics(value).mean().item()
+
+    def train(self, resume_from: Path | None = None) -> list[dict[str, float]]:  # type: ignore[override]
+        """Run every buffer's PPO epochs; resumes from `resume_from` (a checkpoint dir) when given."""
+        args, history = self.args, []
+        self.state.max_steps, self.state.global_step = self.total_steps, 0
+        done, buf = (-1, -1), None
+        if resume_from is not None:
+            done, buf = self._load_checkpoint(resume_from)
+        self.model.train()
+        self.control = self.callback_handler.on_train_begin(args, self.state, self.control)
+        started = time.time()
+        for b, rows in enumerate(self._buffers()):
+            if b < done[0] or (b == done[0] and done[1] + 1 >= args.num_ppo_epochs):
+                continue
+            if buf is None or b != done[0]:
+                buf = self._score_buffer(rows)
+            for epoch in range(args.num_ppo_epochs):
+                if b == done[0] and epoch <= done[1]:
+                    continue
+                gen = torch.Generator().manual_seed(args.seed * 1_000_003 + b * 1009 + epoch)
+                order = torch.randperm(len(rows), generator=gen)
+                outs = []
+                for i in range(0, len(rows), self.mini_batch_size):
+                    outs.append(self._mini_batch(buf, order[i : i + self.mini_batch_size]))
+                    self.state.global_step += 1
+                    if self.on_step:
+                        self.on_step(self.state.global_step, self.total_steps)
+                metrics = self._metrics(buf, outs, epoch, started)
+                metrics["buffer"] = b
+                history.append(metrics)
+                self.log(metrics)
+                self._write_jsonl(metrics)
+                self._save_checkpoint_state(b, epoch, buf)
+        self.control = self.callback_handler.on_train_end(args, self.state, self.control)
+        return history
+
+    # -- logs and checkpoints --
+    def _write_jsonl(self, metrics: dict[str, float]) -> None:
+        if self.log_path is not None and self.accelerator.is_main_process:
+            with open(self.log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(metrics) + "\n")
+
+    def checkpoint_dir(self) -> Path:
+        return Path(self.args.output_dir) / "checkpoint"
+
+    def _save_checkpoint_state(self, b: int, epoch: int, buf: Buffer) -> None:
+        if self.args.save_strategy == "no":
+            return
+        folder = self.checkpoint_dir()
+        self.accelerator.save_state(str(folder), safe_serialization=False)
+        rank = self.accelerator.process_index
+        torch.save({k: v.cpu() for k, v in buf.tensors().items()}, folder / f"buffer-{rank}.pt")
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            progress = {
+                "buffer": b,
+                "ppo_epoch": epoch,
+                "global_step": self.state.global_step,
+                "run_key": self.run_key,
+            }
+            (folder / "progress.json").write_text(json.dumps(progress))
+
+    def _load_checkpoint(self, folder: Path) -> tuple[tuple[int, int], Buffer | None]:
+        progress = json.loads((folder / "progress.json").read_text())
+        self.accelerator.load_state(str(folder))
+        self.state.global_step = progress["global_step"]
+        b = progress["buffer"]
+        saved = torch.load(folder / f"buffer-{self.accelerator.process_index}.pt")
+        device = self.accelerator.device
+        buf = Buffer(
+            self._buffers()[b],
+            **{
+                k: v.to(device)
+                for k, v in saved.items()
+                if k in ("mask", "sentence_rewards", "logprobs", "ref_logprobs", "values")
+            },
+        )
+        for k in ("advantages", "returns", "rewards", "kl"):
+            setattr(buf, k, saved[k].to(device))
+        return (b, progress["ppo_epoch"]), buf
+
+    def unwrapped_policy(self) -> nn.Module:
+        return self.accelerator.unwrap_model(self.model).policy
