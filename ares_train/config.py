@@ -6,7 +6,8 @@ One mechanism for every stage (rollout, sft, ppo, loop):
     for warning in cfg.validate(): ...   # CLI prints "Warning: ..."; unsupported values raise ConfigError
 
 - a TOML (`.toml`) or YAML (`.yaml`/`.yml`) file sets defaults; with `section`, a table of that name is used
-  when the file has one (so one `ares.toml` can hold `[rollout]`, `[sft]`, `[ppo]` tables);
+  when the file has one (so one `ares.toml` can hold `[rollout]`, `[sft]`, `[ppo]` tables; a plain setting
+  outside that table is an error rather than silently unused);
 - `overrides` are the CLI flags the user gave (None values are ignored, so flags default to None);
 - an unknown key is a ConfigError naming the key and the file; values are checked against the field types.
 
@@ -158,6 +159,11 @@ def load_config(
     if file is not None:
         data = read_config_file(Path(file))
         if section and isinstance(data.get(section), dict):
+            stray = [k for k, v in data.items() if not isinstance(v, dict)]
+            if stray:
+                raise ConfigError(f"config file {file}: {', '.join(repr(k) for k in stray)} is outside the "
+                                  f"[{section}] table and would not apply",
+                                  hint=f"move it into [{section}] (or use no tables at all)")
             data = data[section]
         for key, value in data.items():
             name = key.replace("-", "_")

@@ -32,6 +32,16 @@ def test_yaml_and_sections(tmp_path: Path) -> None:
     assert sft.lora_r == 16 and lora is not None and lora.targets() == "all-linear"
 
 
+def test_top_level_settings_beside_the_section_table_are_not_ignored(tmp_path: Path) -> None:
+    f = tmp_path / "sft.toml"
+    f.write_text("lr = 1e-4\n[sft]\nepochs = 2\n")  # lr would silently not apply to sft
+    with pytest.raises(ConfigError, match=r"'lr' .*outside the \[sft\] table") as info:
+        load_config(SFTConfig, f, section="sft")
+    assert str(f) in str(info.value)
+    f.write_text("[rollout]\nk = 2\n[sft]\nepochs = 2\n")  # other stages' tables are fine
+    assert load_config(SFTConfig, f, section="sft").epochs == 2.0
+
+
 @pytest.mark.parametrize("text,message", [
     ("k = 4\nbatchsize = 3\n", "unknown key 'batchsize' in config file"),
     ("k = 'four'\n", "'k' expects int"),
