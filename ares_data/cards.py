@@ -8,6 +8,7 @@ size_categories, pretty_name) is produced with `yaml.safe_dump`, so it always pa
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from dataclasses import dataclass
 from string import Template
@@ -17,7 +18,7 @@ import yaml
 
 from data_cards import template
 
-from .errors import AresError
+from .errors import AresError, UsageError
 from .store import Store, Version
 
 HUB = "https://huggingface.co"
@@ -71,6 +72,17 @@ def size_category(n: int) -> str:
     return "n>1T" if n >= 10**12 else "100M<n<1B"
 
 
+def license_id(license: str) -> str:
+    """A Hub license id (`cc-by-4.0`, `mit`, `apache-2.0`, `other`): lower case, no spaces. The Hub refuses a
+    commit whose card names a license it does not know, so obvious mistakes are caught before any upload."""
+    lic = license.strip().lower()
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.+\-]*", lic):
+        raise UsageError(f"--license '{license}' is not a Hub license id",
+                         hint="use an id from https://huggingface.co/docs/hub/repositories-licenses, "
+                              "e.g. cc-by-4.0, mit, apache-2.0, or 'other'")
+    return lic
+
+
 def metadata(configs: list[CardConfig], license: str) -> dict[str, Any]:
     main = next(c for c in configs if c.default)
     kinds = sorted({_base(c.version.kind) for c in configs})
@@ -80,7 +92,7 @@ def metadata(configs: list[CardConfig], license: str) -> dict[str, Any]:
         tags.append("trl")
     return {
         "pretty_name": f"ARES {main.version.kind}: {main.version.ref}",
-        "license": license,
+        "license": license_id(license),
         "task_categories": tasks,
         "tags": tags,
         "size_categories": [size_category(int(main.version.manifest.get("rows") or 0))],

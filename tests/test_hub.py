@@ -223,6 +223,17 @@ def test_tag_with_other_content_is_refused(hub: FakeHub, lineage: dict, tmp_path
     assert r.exit_code == 1 and "tag v1 already exists" in r.stderr
 
 
+def test_license_must_be_a_hub_license_id(hub: FakeHub, lineage: dict) -> None:
+    # the real Hub refuses a commit whose README.md metadata does not validate (the fake does too)
+    r = data(["push", "scores", "--repo", REPO, "--license", "Apache 2.0"])
+    assert r.exit_code == 2 and "--license" in r.stderr and REPO not in hub.repos
+    r = data(["push", "scores", "--repo", REPO, "--license", "my-own-license"])
+    assert r.exit_code == 1 and "Invalid metadata in README.md" in r.stderr and "--license" in r.stderr
+    assert hub.repos[REPO].tags == {}
+    _push("--license", "MIT")  # Hub license ids are lower case
+    assert "\nlicense: mit\n" in hub.repos[REPO].files("v1")["README.md"].decode()
+
+
 @pytest.mark.parametrize("cmd", ["push", "pull", "card"])
 def test_help(cmd: str) -> None:
     assert data([cmd, "--help"]).exit_code == 0
