@@ -128,8 +128,9 @@ def run_demo(opts: DemoOptions, reporter: Any = None) -> dict[str, Any]:
     from ares_data.teachers import make_teacher
 
     from . import loop_stages
-    from .loop import LoopRun, round_table
+    from .loop import LoopRun, check_teacher, round_table
 
+    check_teacher(loop_settings(opts, str(opts.out / "models" / "warm")).loop)  # before minutes of work
     if opts.threads > 0:
         torch.set_num_threads(opts.threads)
     from transformers.utils import logging as hf_logging

@@ -17,6 +17,7 @@ resume from their own checkpoints). A run folder refuses a config that would cha
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as _dt
 import fcntl
@@ -32,7 +33,7 @@ from ares_data.errors import AresError, ConfigError
 from ares_data.store import Store
 
 from . import loop_stages as stages
-from .loop_config import LoopSettings
+from .loop_config import LoopConfig, LoopSettings
 
 RUN_FILE = "run.json"
 FORMAT = 1
@@ -72,6 +73,14 @@ def plan_stages(settings: LoopSettings) -> list[Stage]:
         if loop.eval_split:
             out.append(Stage(f"r{r}-eval", "eval", r, 0, "eval"))
     return out
+
+
+def check_teacher(loop: LoopConfig) -> None:
+    """Fail before any work when the teacher cannot be built (unknown provider, missing API key)."""
+    from ares_data.teachers import make_teacher
+
+    teacher = make_teacher(loop.teacher, base_url=loop.teacher_base_url or None, timeout=loop.timeout)
+    asyncio.run(teacher.aclose())
 
 
 def _now() -> str:
@@ -153,10 +162,15 @@ class LoopRun:
                 raise ConfigError(f"{key} '{','.join(missing)}' is not a split of {loop.problems} "
                                   f"(splits: {', '.join(sorted(have))})")
 
+    def _check_teacher(self) -> None:
+        if any(s.status != "done" for s in self.stages if s.kind in ("score", "correct")):
+            check_teacher(self.settings.loop)
+
     def run(self, reporter: Reporter | None = None) -> dict[str, Any]:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with run_lock(self.run_dir):
             manifest = self._manifest()
+            self._check_teacher()
             write_run(self.run_dir, manifest)
             state = {"model": self.settings.loop.model}
             for i, stage in enumerate(self.stages):

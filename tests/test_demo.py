@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from ares_data.store import Store
 from ares_train.demo import gold_text
 
@@ -48,3 +50,11 @@ def test_gold_text_and_help() -> None:
                "reference_rationale": "unused"}
     assert gold_text(problem) == "Like poles repel. So the answer is (B)."
     assert umbrella(["demo", "--help"]).exit_code == 0
+
+
+def test_a_teacher_without_its_key_fails_before_any_work(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    r = umbrella(["demo", "--out", tmp_path / "demo", "--teacher", "anthropic:claude-3-haiku-20240307"])
+    assert r.exit_code == 1 and "ANTHROPIC_API_KEY is not set" in r.stderr
+    assert not (tmp_path / "demo").exists()

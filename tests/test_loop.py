@@ -275,3 +275,16 @@ def test_help_teaches_with_tables_and_examples() -> None:
     assert "[loop]" in r.stdout and "[ppo]" in r.stdout  # not eaten as rich markup
     assert "Example: ares-train loop --config" in r.stdout
     assert "Example:" in train(["status", "--help"], env={"COLUMNS": "200"}).stdout
+
+
+@pytest.mark.parametrize(("teacher", "message", "code"), [
+    ("openai:gpt-4o-mini", "OPENAI_API_KEY is not set", 1),
+    ("nosuch:model", "unknown teacher provider 'nosuch'", 2),
+])
+def test_teacher_problems_fail_before_any_work(store_dir: Path, tmp_path: Path, teacher: str, message: str,
+                                               code: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    cfg = _setup(tmp_path, Path("never-loaded-model"), teacher=teacher)
+    r = train(["loop", "--config", cfg, "--run-dir", tmp_path / "run"])
+    assert r.exit_code == code and message in r.stderr, r.stderr
+    assert not (tmp_path / "run" / "run.json").exists()
