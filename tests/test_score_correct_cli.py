@@ -266,8 +266,9 @@ def test_reference_teacher_offline_and_help(store_dir: Path) -> None:
     again = data(["score", "rats", "--teacher", "reference", "--json"]).json()
     assert again["reused"] and again["sent"] == 0
     for cmd in (["score"], ["correct"], ["batch", "status"], ["batch", "collect"]):
-        h = data([*cmd, "--help"])
-        assert h.exit_code == 0 and "--" in h.stdout
+        h = data([*cmd, "--help"], env={"COLUMNS": "200"})
+        assert h.exit_code == 0 and "Example: ares-data " + " ".join(cmd) in h.stdout
+    assert "heuristic" in data(["score", "--help"], env={"COLUMNS": "200"}).stdout
 
 
 def test_invalid_reply_is_asked_again_stating_the_error(store_dir: Path, srv) -> None:  # noqa: ANN001

@@ -81,7 +81,10 @@ def score_cmd(teacher: TeacherOpt, rationales: RatArg = None, output: OutOpt = N
 
     Rows stay aligned with the rationales (one row each, same order); a reply that cannot be validated is
     retried once stating the error, then kept as status=failed with the reason and the raw reply.
-    Answered requests are cached in <store>/.cache/teacher: an interrupted run resumes for free."""
+    Answered requests are cached in <store>/.cache/teacher: an interrupted run resumes for free; a request
+    the provider refuses (400/413/422) fails its row; auth/model/credit errors stop the run unpublished.
+
+    Example: ares-data score rats --teacher anthropic:claude-3-haiku-20240307 --max-cost 5"""
     _teacher_command("score", **locals())
 
 
@@ -95,7 +98,9 @@ def correct_cmd(teacher: TeacherOpt, rationales: RatArg = None, output: OutOpt =
                 store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     """Have a teacher correct every rationale -> a corrections dataset (segmented, with an edit summary).
 
-    Same engine, cache, cost control and resume as `score`."""
+    Same engine, cache, cost control and resume as `score`.
+
+    Example: ares-data correct rats --teacher openai:gpt-4o-mini -o rats-fixed"""
     _teacher_command("correct", **locals())
 
 
@@ -203,7 +208,9 @@ def _batch_teacher(store: Path | None, batch_id: str) -> tuple[Store, dict[str, 
 @batch_app.command("status")
 def batch_status_cmd(batch_id: Annotated[str, typer.Argument(help="Batch id printed by --batch.")],
                      store: StoreOpt = None, as_json: JsonOpt = False) -> None:
-    """Show the provider's progress of a submitted batch."""
+    """Show the provider's progress of a submitted batch.
+
+    Example: ares-data batch status msgbatch_01abc"""
     s, record, teacher = _batch_teacher(store, batch_id)
 
     async def go() -> dict:
@@ -227,7 +234,9 @@ def batch_status_cmd(batch_id: Annotated[str, typer.Argument(help="Batch id prin
 @batch_app.command("collect")
 def batch_collect_cmd(batch_id: Annotated[str, typer.Argument(help="Batch id printed by --batch.")],
                       output: OutOpt = None, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
-    """Fetch a finished batch's results and publish the dataset (failed requests become failed rows)."""
+    """Fetch a finished batch's results and publish the dataset (failed requests become failed rows).
+
+    Example: ares-data batch collect msgbatch_01abc"""
     s, rec, teacher = _batch_teacher(store, batch_id)
     prompt = Path(rec["prompt"]) if rec.get("prompt") else None
     task = _make_task(rec["task"], prompt, rec["images"], rec.get("max_tokens"))
