@@ -309,7 +309,8 @@ def _save(
             merged = save_merged(model, policy.processing, outdir / "merged")
             extra["merged_from"] = str(outdir)
             write_checkpoint_manifest(merged, "ppo", cfg.model, datasets, params, extra=extra)
-        shutil.rmtree(outdir / "checkpoint", ignore_errors=True)
+        for name in ("checkpoint", "checkpoint.tmp", "checkpoint.old"):
+            shutil.rmtree(outdir / name, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     return manifest
 

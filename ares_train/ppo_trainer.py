@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -310,21 +311,31 @@ class SentencePPOTrainer(PPOTrainer):
         return Path(self.args.output_dir) / "checkpoint"
 
     def _save_checkpoint_state(self, b: int, epoch: int, buf: Buffer) -> None:
+        """Write the checkpoint next to the previous one and swap it in whole (a crash keeps the old one)."""
         if self.args.save_strategy == "no":
             return
-        folder = self.checkpoint_dir()
-        self.accelerator.save_state(str(folder), safe_serialization=False)
-        rank = self.accelerator.process_index
-        torch.save({k: v.cpu() for k, v in buf.tensors().items()}, folder / f"buffer-{rank}.pt")
-        self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
+        acc, folder = self.accelerator, self.checkpoint_dir()
+        tmp, old = folder.with_name("checkpoint.tmp"), folder.with_name("checkpoint.old")
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp), safe_serialization=False)
+        torch.save({k: v.cpu() for k, v in buf.tensors().items()}, tmp / f"buffer-{acc.process_index}.pt")
+        acc.wait_for_everyone()
+        if acc.is_main_process:
             progress = {
                 "buffer": b,
                 "ppo_epoch": epoch,
                 "global_step": self.state.global_step,
                 "run_key": self.run_key,
             }
-            (folder / "progress.json").write_text(json.dumps(progress))
+            (tmp / "progress.json").write_text(json.dumps(progress))
+            shutil.rmtree(old, ignore_errors=True)
+            if folder.exists():
+                folder.rename(old)
+            tmp.rename(folder)
+            shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
 
     def _load_checkpoint(self, folder: Path) -> tuple[tuple[int, int], Buffer | None]:
         progress = json.loads((folder / "progress.json").read_text())

@@ -302,6 +302,50 @@ def test_interrupted_run_resumes(store_dir: Path, text_model: Path, tmp_path: Pa
     assert [e["ppo_epoch"] for e in read_log(tmp_path / "o")] == [0, 1, 2]
 
 
+def test_crash_while_checkpointing_keeps_the_previous_checkpoint(
+    store_dir: Path, text_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint is swapped in whole: a crash half-way through saving epoch 1 leaves epoch 0's intact."""
+    import hashlib
+
+    from ares_train.ppo_run import PPORunConfig, run_ppo
+
+    store = Store(store_dir)
+    rat, sc = publish_round(store, text_model)
+    out = tmp_path / "o"
+    cfg = PPORunConfig(model=str(text_model), rationales=rat.ref, scores=sc.ref, output_dir=str(out),
+                       ppo_epochs=3, mini_batch_size=4, lr=1e-3)
+
+    def state() -> dict[str, str]:
+        folder = out / "checkpoint"
+        return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in folder.iterdir() if f.is_file()}
+
+    saved, real_save = [], torch.save
+
+    def flaky_save(obj, f, *a, **kw):  # the buffer is written after the model/optimizer state
+        if str(f).endswith("buffer-0.pt"):
+            if len(saved) == 1:
+                raise OSError("disk full")
+            saved.append(1)
+        return real_save(obj, f, *a, **kw)
+
+    monkeypatch.setattr(torch, "save", flaky_save)
+    snapshot = {}
+
+    def on_step(step: int, total: int) -> None:
+        if step == 3:  # epoch 1 started: epoch 0's checkpoint is complete
+            snapshot.update(state())
+
+    with pytest.raises(OSError, match="disk full"):
+        run_ppo(cfg, store, on_step=on_step)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert snapshot and state() == snapshot
+    assert json.loads((out / "checkpoint" / "progress.json").read_text())["ppo_epoch"] == 0
+    res = run_ppo(cfg, store)
+    assert res.resumed and [e["ppo_epoch"] for e in res.history] == [1, 2]
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("checkpoint")) == []
+
+
 def test_ppo_help_and_config_errors(tmp_path: Path) -> None:
     res = train(["ppo", "--help"])
     assert res.exit_code == 0 and "--kl-coef" in res.stdout and "--allow-off-policy" in res.stdout
