@@ -107,15 +107,17 @@ def hub_errors(action: str, repo: str) -> Iterator[None]:
             from None
     except HfHubHTTPError as e:
         code = e.response.status_code if e.response is not None else None
-        said = (getattr(e, "server_message", None) or "").strip()
         resume = ": files already on the Hub are not uploaded again" if action == "push" else ""
         hint = "check HF_TOKEN (a write token is needed to push)" if code in (401, 403) else \
-            "fix the card's metadata: --license takes a Hub license id (cc-by-4.0, mit, apache-2.0, other)" \
-            if "metadata" in said else f"re-run the same command{resume}"
-        detail = " ".join(said.split())[:300] if said else _first_line(e)
-        raise HubError(f"{action} failed: the Hub answered {code} ({detail})", hint=hint) from None
+            f"re-run the same command{resume}"
+        raise HubError(f"{action} failed: the Hub answered {code} ({_first_line(e)})", hint=hint) from None
     except AresError:
         raise
+    except ValueError as e:  # the client validates README.md with the Hub before uploading anything
+        if not str(e).startswith("Invalid metadata in README.md"):
+            raise
+        raise HubError(f"{action} failed: the Hub refused the dataset card: {' '.join(str(e).split())}",
+                       hint="--license takes a Hub license id (cc-by-4.0, mit, apache-2.0, other)") from None
     except Exception as e:  # noqa: BLE001 - network errors of the client's HTTP stack, LFS upload errors
         if not _is_network(e):
             raise
