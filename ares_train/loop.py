@@ -23,14 +23,15 @@ import datetime as _dt
 import fcntl
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ares_data.errors import AresError, ConfigError
-from ares_data.store import Store
+from ares_data.errors import AresError, ConfigError, UsageError
+from ares_data.store import Store, check_name
 
 from . import loop_stages as stages
 from .loop_config import LoopConfig, LoopSettings
@@ -73,6 +74,12 @@ def plan_stages(settings: LoopSettings) -> list[Stage]:
         if loop.eval_split:
             out.append(Stage(f"r{r}-eval", "eval", r, 0, "eval"))
     return out
+
+
+def dataset_prefix(run_dir: Path) -> str:
+    """The run folder's name made a valid dataset name ("rl,rl,sft run" -> "rl-rl-sft-run")."""
+    name = re.sub(r"[^A-Za-z0-9_.\-]+", "-", run_dir.resolve().name).strip("-.")
+    return name[:80] or "run"
 
 
 def check_teacher(loop: LoopConfig) -> None:
@@ -123,7 +130,12 @@ class LoopRun:
     def __init__(self, run_dir: str | Path, settings: LoopSettings, store: Store) -> None:
         self.run_dir = Path(run_dir)
         self.settings, self.store = settings, store
-        self.prefix = settings.loop.name or self.run_dir.resolve().name
+        self.prefix = settings.loop.name or dataset_prefix(self.run_dir)
+        try:  # before any work
+            check_name(f"{self.prefix}-corrections")
+        except UsageError as e:
+            raise ConfigError(f"name '{self.prefix}' in [loop] cannot prefix dataset names",
+                              hint=e.hint) from None
         self.stages = plan_stages(settings)
         self.spent_usd = 0.0  # teacher money spent by this invocation (fresh replies only)
 

@@ -288,3 +288,15 @@ def test_teacher_problems_fail_before_any_work(store_dir: Path, tmp_path: Path, 
     r = train(["loop", "--config", cfg, "--run-dir", tmp_path / "run"])
     assert r.exit_code == code and message in r.stderr, r.stderr
     assert not (tmp_path / "run" / "run.json").exists()
+
+
+def test_run_folder_name_becomes_a_valid_dataset_prefix(store_dir: Path, tmp_path: Path) -> None:
+    from ares_train.loop import LoopRun
+
+    settings = load_loop_settings(None, {"model": "m", "problems": "sqa"})
+    assert LoopRun(tmp_path / "rl,rl,sft run", settings, Store(store_dir)).prefix == "rl-rl-sft-run"
+    cfg = _setup(tmp_path, Path("never-loaded-model"))
+    cfg.write_text(cfg.read_text().replace("[loop]\n", "[loop]\nname = 'my run'\n"))
+    r = train(["loop", "--config", cfg, "--run-dir", tmp_path / "run"])
+    assert r.exit_code == 1 and "name 'my run' in [loop]" in r.stderr, r.stderr
+    assert not (tmp_path / "run" / "run.json").exists()
