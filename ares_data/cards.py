@@ -45,7 +45,8 @@ TASKS = {
     "dpo": ["reinforcement-learning", "text-generation"],
 }
 _SIZES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
-          (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M")]
+          (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (10**9, "100M<n<1B"), (10**10, "1B<n<10B"),
+          (10**11, "10B<n<100B"), (10**12, "100B<n<1T")]
 
 
 @dataclass
@@ -69,7 +70,7 @@ def size_category(n: int) -> str:
     for limit, label in _SIZES:
         if n < limit:
             return label
-    return "n>1T" if n >= 10**12 else "100M<n<1B"
+    return "n>1T"
 
 
 def license_id(license: str) -> str:

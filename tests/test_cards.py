@@ -96,3 +96,12 @@ def test_every_kind_has_a_template_and_renders(lineage: dict, store_dir: Path) -
 def test_card_errors(store_dir: Path) -> None:
     r = data(["card", "nope"])
     assert r.exit_code == 1 and "no dataset named 'nope'" in r.stderr
+
+
+def test_size_categories_are_hub_values() -> None:
+    from ares_data.cards import size_category
+
+    assert [size_category(n) for n in (0, 999, 1_000, 99_999, 5_000_000)] == [
+        "n<1K", "n<1K", "1K<n<10K", "10K<n<100K", "1M<n<10M"]
+    assert [size_category(n) for n in (200_000_000, 2 * 10**9, 2 * 10**10, 2 * 10**11, 2 * 10**12)] == [
+        "100M<n<1B", "1B<n<10B", "10B<n<100B", "100B<n<1T", "n>1T"]
