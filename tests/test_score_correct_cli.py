@@ -162,6 +162,18 @@ def test_the_loop_and_the_cli_publish_the_same_version(store_dir: Path, tmp_path
     assert man["params"]["max_tokens"] == 1024 and man["counts"]["ok"] == 4 and man["usage"]
 
 
+def test_a_teacher_that_never_answers_publishes_nothing(store_dir: Path, srv) -> None:  # noqa: ANN001
+    import socket
+
+    s = make_rationales(store_dir, n_problems=2, k=2)
+    with socket.socket() as sock:  # a port nobody listens on: a wrong --base-url, a server that is down
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    r = data(["score", "rats", "--teacher", ANTHROPIC, "--base-url", dead, "--max-attempts", "1"])
+    assert r.exit_code == 1 and "no request got an answer" in r.stderr and "connection failed" in r.stderr
+    assert "rats-scores" not in s.names()
+
+
 def test_dry_run_sends_nothing_then_counts_the_cache(store_dir: Path, srv) -> None:  # noqa: ANN001
     make_rationales(store_dir)
     r = score("--dry-run", "--json", srv=srv)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from ..errors import TeacherError
 from ..redact import redact_text
 from ..store import Store, Version, build_key
 from .cache import RequestCache
@@ -81,10 +82,13 @@ async def publish_teacher_dataset(
     try:
         with RequestCache.for_store(store.root) as cache, store.writer(
                 name, task.kind, parents=teacher_parents(inputs), params=params, extra=manifest_extra) as w:
+            first_error = ""
             async for row in run_task(send_as or teacher, task, inputs.items() if items is None else items,
                                       cache=cache, pricing=pricing, on_progress=on_progress, stats=stats,
                                       log=log, **engine):
                 w.write(row)
+                first_error = first_error or row.get("error") or ""
+            _check_answered(stats, teacher.spec, first_error)
             for key in COUNT_KEYS:
                 w.count(key, getattr(stats, key))
             # the writer publishes after this block and reads `extra` then, so the totals land in it
@@ -94,3 +98,12 @@ async def publish_teacher_dataset(
     finally:
         await teacher.aclose()
     return w.result, stats
+
+
+def _check_answered(stats: Stats, spec: str, first_error: str) -> None:
+    """A run in which not one request got an answer (a wrong --base-url, a server that is down) would
+    publish only failed rows: stop instead, publishing nothing."""
+    if stats.failed and not (stats.ok or stats.sent or stats.from_cache):
+        raise TeacherError(
+            f"no request got an answer from {spec}: all {stats.failed} rows failed ({first_error}); "
+            "nothing was published", hint="check --base-url, the server and the network, then rerun")
