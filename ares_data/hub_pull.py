@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .errors import AresError
 from .hub import _RESERVED, HubError, _api, content_fingerprint, endpoint, hub_errors, parse_repo
 from .stats import read_table
 from .store import Store, Version
@@ -82,6 +83,8 @@ def _publish_pulled(store: Store, repo: str, rev: str | None, local: Path, cfg: 
                             "fingerprint": m["fingerprint"], "content_fingerprint": expected,
                             "command": m.get("command"), "parents": m.get("parents", [])}
     target = name if (name and m.get("hub", {}).get("default")) else m["name"]
+    if target == m["name"] and (original := _local_original(store, m)) is not None:
+        return original  # pulled back into the store it was pushed from: the very version is here
     with store.writer(target, m["kind"], parents=parents, params=m.get("params") or {}, extra=extra) as w:
         w.write_table(table)
         for key, n in (m.get("counts") or {}).items():
@@ -90,3 +93,15 @@ def _publish_pulled(store: Store, repo: str, rev: str | None, local: Path, cfg: 
     if content_fingerprint(version.kind, read_table(version)) != expected:
         raise HubError(f"{version.ref}: content changed while publishing (fingerprint mismatch)")
     return version
+
+
+def _local_original(store: Store, m: dict[str, Any]) -> Version | None:
+    """The store's own `name@version` when it is byte-identical to the pushed one (same store fingerprint)."""
+    try:
+        v = store.resolve(f"{m['name']}@{m['version']}")
+    except AresError:
+        return None
+    if v.fingerprint != m["fingerprint"]:
+        return None
+    v.reused = True
+    return v

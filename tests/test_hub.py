@@ -170,6 +170,19 @@ def test_pull_round_trip_verifies_fingerprints(hub: FakeHub, lineage: dict, tmp_
     assert all(v["reused"] for v in again) and store.versions("shared-scores") == [1]
 
 
+def test_pull_into_the_store_it_came_from_reuses_the_originals(hub: FakeHub, lineage: dict,
+                                                                store_dir: Path) -> None:
+    _push()
+    before = {n: Store(store_dir).versions(n) for n in Store(store_dir).names()}
+    r = data(["pull", f"{REPO}@v1", "--json"])
+    assert r.exit_code == 0, r.output
+    assert [(v["ref"], v["reused"]) for v in r.json()] == [("sqa@v1", True), ("rats@v1", True),
+                                                           ("scores@v1", True)]
+    assert {n: Store(store_dir).versions(n) for n in Store(store_dir).names()} == before
+    r = data(["pull", f"{REPO}@v1", "-o", "copy", "--json"])  # a new name asks for a copy
+    assert [v["ref"] for v in r.json()] == ["sqa@v1", "rats@v1", "copy@v1"]
+
+
 def test_pull_refuses_tampered_data(hub: FakeHub, lineage: dict, tmp_path: Path) -> None:
     _push()
     repo = hub.repos[REPO]
