@@ -139,11 +139,15 @@ def test_transient_faults_are_retryable(server, provider: str, fault: str) -> No
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 @pytest.mark.parametrize("fault", ["400", "401", "403", "404"])
-def test_client_errors_are_fatal_with_a_hint(server, provider: str, fault: str) -> None:
+def test_client_errors_are_typed_with_a_hint(server, provider: str, fault: str) -> None:
+    """Through each SDK: a 400 refuses this request only (the row fails); 401/403/404 stop the run."""
+    from ares_data.teachers import RequestRejected
+
     server.enqueue([fault])
     with pytest.raises(FatalTeacherError) as err:
         send(teacher(server, provider), ScoreTask(include_images=False).build(PROBLEM, RATIONALE))
     assert err.value.status == int(fault) and err.value.hint
+    assert isinstance(err.value, RequestRejected) == (fault == "400")
     if fault == "401":
         assert ("ANTHROPIC_API_KEY" if provider == "anthropic" else "OPENAI_API_KEY") in err.value.hint
 
