@@ -6,9 +6,10 @@
    dataset `sqa-gold` so the ordinary SFT stage can train on it;
 3. run the ARES loop (`ares_train.loop`, OUT/run) for `rounds` rounds of rollout -> score -> PPO and
    rollout -> correct -> SFT with the teacher, evaluating before the first round and after every round;
-4. sample rationales from the final policy and have the teacher judge them against the first round's
-   rationales of the warm-started policy (both presentation orders);
-5. write OUT/report/report.json and OUT/report/rounds.png (reward and accuracy per round).
+4. sample rationales from the final policy, have the teacher score them, and judge them against the first
+   round's rationales of the warm-started policy (both presentation orders);
+5. write OUT/report/report.json and OUT/report/rounds.png: reward and accuracy of the policy after each
+   round (round 0: the warm-started policy; see `policy_rounds`).
 
 Everything is resumable: running the demo again with the same OUT reuses what is done. The tiny model is
 far too small to reason; the demo shows the machinery (datasets, teacher feedback, PPO, SFT, evaluation,
@@ -147,15 +148,27 @@ def run_demo(opts: DemoOptions, reporter: Any = None) -> dict[str, Any]:
     tick = reporter.progress if reporter else None
     ctx = loop_stages.Context(store, settings, run.run_dir, run.prefix, tick)
     final_out, _ = loop_stages.rollout(ctx, manifest["final_model"], opts.rounds + 1, 1)
+    final_scores, final_metrics = loop_stages.teacher_stage(ctx, "score", final_out["rationales"])
     first = next(s for s in manifest["stages"] if s["kind"] == "rollout")["outputs"]["rationales"]
     teacher = make_teacher(opts.teacher, base_url=opts.teacher_base_url or None)
     judgments, summary = run_judge(store, final_out["rationales"], first, teacher, name="demo-judge",
                                    on_progress=(lambda s: tick(s.done, s.total)) if tick else None)
-    report = {"options": {k: str(v) for k, v in asdict(opts).items()}, "rounds": round_table(manifest),
+    rounds = policy_rounds(round_table(manifest), final_metrics["mean_score"])
+    report = {"options": {k: str(v) for k, v in asdict(opts).items()}, "rounds": rounds,
+              "final_scores": final_scores["scores"],
               "judge": {"a": final_out["rationales"], "b": first, "ref": judgments.ref, **summary},
               "final_model": manifest["final_model"], "paths": {}}
     report["paths"] = write_report(opts.out, report, store, warm, problems)
     return report
+
+
+def policy_rounds(rows: list[dict[str, Any]], final_reward: float | None) -> list[dict[str, Any]]:
+    """One row per policy: round 0 is the warm-started policy, round r the policy after round r. The loop
+    records a round's reward on the rollouts it trains on (the policy before that round's PPO), so the
+    reward of the policy after round r is the next round's, and the last one's is `final_reward` (the
+    final policy's rollouts, scored by the demo)."""
+    rewards = [r["reward"] for r in rows[1:]] + [final_reward]
+    return [{**row, "reward": reward} for row, reward in zip(rows, rewards, strict=True)]
 
 
 def write_report(out: Path, report: dict[str, Any], store: Store, warm: Path, problems: Version) -> dict:
@@ -171,7 +184,7 @@ def write_report(out: Path, report: dict[str, Any], store: Store, warm: Path, pr
 
 
 def plot_rounds(rounds: list[dict[str, Any]], path: Path) -> Path:
-    """Reward (mean teacher sentence score of each round's RL rollouts) and accuracy per round, as a PNG."""
+    """Reward (mean teacher sentence score of the policy's rollouts) and accuracy per round, as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -184,7 +197,7 @@ def plot_rounds(rounds: list[dict[str, Any]], path: Path) -> Path:
         ax.plot(*zip(*acc, strict=True), "o-", color="tab:blue", label="accuracy (eval)")
     if rew:
         ax.plot(*zip(*rew, strict=True), "s--", color="tab:orange", label="reward (mean sentence score)")
-    ax.set_xlabel("round")
+    ax.set_xlabel("round (0 = warm-started policy)")
     ax.set_ylim(0, 1)
     ax.set_xticks([r["round"] for r in rounds])
     ax.set_title("ARES demo: reward and accuracy per round")

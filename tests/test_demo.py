@@ -21,7 +21,13 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     report = r.json()
     assert [x["round"] for x in report["rounds"]] == [0, 1]
-    assert report["rounds"][0]["accuracy"] is not None and report["rounds"][1]["reward"] is not None
+    # each round's row describes one policy: round 0 the warm-started one, round 1 the one after round 1
+    run = json.loads((out / "run" / "run.json").read_text())
+    first_score = next(s for s in run["stages"] if s["id"] == "r1s1-score")["metrics"]["mean_score"]
+    assert report["rounds"][0]["reward"] == first_score and report["rounds"][0]["accuracy"] is not None
+    final = Store(report["paths"]["store"]).resolve(report["final_scores"])
+    assert final.manifest["parents"][0]["ref"] == report["judge"]["a"]  # final rationales, scored
+    assert report["rounds"][1]["reward"] is not None and report["rounds"][1]["accuracy"] is not None
     judge = report["judge"]
     assert judge["pairs"] == 6 and judge["judgments"] == 12 and judge["failed"] == 0
     assert abs(sum(judge["rates"].values()) - 1.0) < 1e-6
