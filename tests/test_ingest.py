@@ -265,7 +265,7 @@ def _break_sqa(root: Path, how: str) -> tuple[list[str], str]:
         return ["row 15", "field 'image'", "not found"], "problems.json"
     if how == "unreadable_image":
         (root / "images" / "train" / "15" / "image.png").write_bytes(b"not a png at all")
-        return ["row 15", "field 'image'", "unreadable image"], "problems.json"
+        return ["row 15", "field 'image'", "unreadable image", "not an image file"], "problems.json"
     raise AssertionError(how)
 
 
@@ -310,6 +310,8 @@ def test_missing_input_files(tmp_path: Path, store_dir: Path) -> None:
         ),
         (['{"question": "ok?", "choices": ["a", "b"], "answer": "c"}'], ["row 1", "not one of the choices"]),
         (['{"question": "ok?", "image": "missing.png"}'], ["row 1", "field 'image'", "image not found"]),
+        (['{"question": " ", "choices": ["a", "b"], "answer": 0}'],
+         ["row 1", "field 'question'", "empty field"]),
         (
             ['{"problem_id": "p", "question": "a"}', '{"problem_id": "p", "question": "b"}'],
             ["row 2", "duplicate problem_id"],

@@ -133,8 +133,9 @@ def check_image_bytes(data: bytes, where: Where, field: str = "image", label: st
         with Image.open(io.BytesIO(data)) as img:
             img.verify()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        why = "not an image file PIL can identify" if isinstance(exc, UnidentifiedImageError) else str(exc)
         raise InputError(
-            f"unreadable image {label}: {exc}", file=where.file, row=where.row, field=field
+            f"unreadable image {label}: {why}", file=where.file, row=where.row, field=field
         ) from exc
     return data
 

@@ -154,6 +154,8 @@ class JsonlFile(ProblemSource):
                 raise InputError(
                     f"expected a string, got {type(v).__name__}", file=where.file, row=where.row, field=field
                 )
+            if t == "question" and not v.strip():
+                raise InputError("empty field", file=where.file, row=where.row, field=field)
             strings[t] = v
         return strings
 
