@@ -206,7 +206,7 @@ def test_max_cost_stops_cleanly_and_a_rerun_resumes(store_dir: Path, srv, tmp_pa
 def test_retry_failed_rerequests_only_failed_rows(store_dir: Path, srv) -> None:  # noqa: ANN001
     s = make_rationales(store_dir)
     srv.enqueue(["500"])  # the first request fails, and with --max-attempts 1 its rows fail
-    assert score("--concurrency", "1", "--max-attempts", "1", srv=srv).exit_code == 0
+    assert score("--concurrency", "1", "--max-attempts", "1", "--max-tokens", "900", srv=srv).exit_code == 0
     v1 = rows(s, "rats-scores@v1")
     failed = [g for g in v1 if g["status"] == "failed"]
     assert len(failed) >= 1 and "gave up after 1 attempts" in failed[0]["error"] and not failed[0]["scores"]
@@ -222,6 +222,9 @@ def test_retry_failed_rerequests_only_failed_rows(store_dir: Path, srv) -> None:
     assert srv.stats.model_requests - before == 1  # one distinct failed request re-sent
     parents = [p["ref"] for p in s.resolve("rats-scores@v2").manifest["parents"]]
     assert parents == ["rats@v1", "rats-scores@v1"]
+    # the retried rows keep the earlier version's reply budget unless --max-tokens says otherwise
+    assert srv.stats.recent[-1]["max_tokens"] == 900
+    assert s.resolve("rats-scores@v2").manifest["params"]["max_tokens"] == 900
 
 
 def test_batch_submit_status_collect(store_dir: Path, srv) -> None:  # noqa: ANN001

@@ -66,7 +66,8 @@ LogOpt = Annotated[Optional[Path], typer.Option(
     "--log", help="Append one JSON line per HTTP attempt (reply / retry / rejected / gave_up, with status, "
     "error, seconds) to FILE, for debugging long runs; keys are redacted.")]
 RetryOpt = Annotated[Optional[str], typer.Option("--retry-failed", help="OUTPUT@vN: re-request only its "
-                                                 "failed rows into a new version (ok rows copied).")]
+                                                 "failed rows into a new version (ok rows copied; its "
+                                                 "--max-tokens unless given).")]
 
 
 @app.command("score")
@@ -120,9 +121,13 @@ def _teacher_command(task_name: str, *, rationales: str | None, teacher: str, ou
                      prompt: Path | None, no_images: bool, base_url: str | None, dry_run: bool, batch: bool,
                      retry_failed: str | None, store: Path | None, as_json: bool, prices: Path | None,
                      max_tokens: int | None, log: Path | None, **engine: Any) -> None:
+    from ..tasks import TASKS
+
     s = get_store(store)
+    inputs = TeacherInputs.resolve(s, rationales, retry_failed, TASKS[task_name].kind)
+    if max_tokens is None and inputs.retry_from is not None:  # retried rows keep the earlier reply budget
+        max_tokens = inputs.retry_from.manifest.get("params", {}).get("max_tokens")
     task = _make_task(task_name, prompt, not no_images, max_tokens)
-    inputs = TeacherInputs.resolve(s, rationales, retry_failed, task.kind)
     default = inputs.retry_from.name if inputs.retry_from else f"{inputs.rationales.name}-{task.kind}"
     name = output or default
     pricing = PriceTable.load(prices)
