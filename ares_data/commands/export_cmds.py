@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import JsonOpt, StoreOpt, console, emit_json, get_store, published_message
+from .common import JsonOpt, StoreOpt, console, emit_json, err_console, get_store, published_message
 
 app = typer.Typer()
 export_app = typer.Typer(help="Export scores/corrections for other trainers (TRL SFT, PRM, DPO).",
@@ -26,6 +26,11 @@ NameOpt = Annotated[str, typer.Option("-o", "--output", help="Name of the datase
 class PairBy(str, Enum):
     score = "score"
     answer = "answer"
+
+
+def _working(what: str) -> object:
+    """A spinner on stderr while an export runs (nothing when stderr is not a terminal)."""
+    return err_console().status(f"{what} ...")
 
 
 def _done(version: object, as_json: bool) -> None:
@@ -56,8 +61,9 @@ def sft_cmd(
     Example: ares-data export sft fixes -o sft --no-images"""
     from ..export import export_sft
 
-    _done(export_sft(get_store(store), corrections, output, conversational=conversational, images=images),
-          as_json)
+    with _working(f"exporting {corrections} as sft"):
+        v = export_sft(get_store(store), corrections, output, conversational=conversational, images=images)
+    _done(v, as_json)
 
 
 @export_app.command("prm")
@@ -74,7 +80,9 @@ def prm_cmd(
     Example: ares-data export prm rats-scores -o prm --threshold 0.5"""
     from ..export import export_prm
 
-    _done(export_prm(get_store(store), scores, output, threshold=threshold), as_json)
+    with _working(f"exporting {scores} as prm"):
+        v = export_prm(get_store(store), scores, output, threshold=threshold)
+    _done(v, as_json)
 
 
 @export_app.command("dpo")
@@ -95,5 +103,7 @@ def dpo_cmd(
     Example: ares-data export dpo rats-scores -o dpo --pair-by score --min-margin 0.1"""
     from ..export import export_dpo
 
-    _done(export_dpo(get_store(store), scores, output, pair_by=pair_by.value, min_margin=min_margin,
-                     images=images), as_json)
+    with _working(f"exporting {scores} as dpo"):
+        v = export_dpo(get_store(store), scores, output, pair_by=pair_by.value, min_margin=min_margin,
+                       images=images)
+    _done(v, as_json)
