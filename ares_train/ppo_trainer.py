@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ares_data.errors import InputError
+
 from .ppo import (
     DatasetRewards,
     LossOut,
@@ -39,7 +41,19 @@ from .ppo import (
     token_rewards,
 )
 
-__all__ = ["Buffer", "SentencePPOTrainer"]
+__all__ = ["Buffer", "SentencePPOTrainer", "share_rollouts"]
+
+
+def share_rollouts(rollouts: list[Any], world: int, rank: int, seed: int) -> tuple[list[Any], int]:
+    """This process's equal share of the shuffled rollouts (the same order on every rank and on resume)
+    and how many are left out because they do not divide evenly (the caller counts them)."""
+    per_rank = len(rollouts) // world
+    if per_rank == 0:
+        raise InputError(f"{len(rollouts)} rollouts cannot be shared by {world} processes",
+                         hint="launch fewer processes or roll out more rationales")
+    order = torch.randperm(len(rollouts), generator=torch.Generator().manual_seed(seed))
+    shuffled = [rollouts[i] for i in order.tolist()]
+    return shuffled[rank * per_rank : (rank + 1) * per_rank], len(rollouts) - per_rank * world
 
 
 @dataclass
@@ -109,14 +123,9 @@ class SentencePPOTrainer(PPOTrainer):
         from datasets import Dataset
 
         state = PartialState()
-        world, rank = state.num_processes, state.process_index
-        per_rank = len(rollouts) // world
-        if per_rank == 0:
-            raise ValueError(f"{len(rollouts)} rollouts cannot be shared by {world} processes")
-        order = torch.randperm(len(rollouts), generator=torch.Generator().manual_seed(args.seed))
-        shuffled = [rollouts[i] for i in order.tolist()]  # same order on every rank and on resume
-        self.rollouts = shuffled[rank * per_rank : (rank + 1) * per_rank]
-        self.left_out = len(rollouts) - per_rank * world  # no process gets these (the caller counts them)
+        world = state.num_processes
+        self.rollouts, self.left_out = share_rollouts(rollouts, world, state.process_index, args.seed)
+        per_rank = len(self.rollouts)
         self.buffer_size = min(buffer_size or per_rank, per_rank)
         self.mini_batch_size = min(mini_batch_size, self.buffer_size)
         self.forward_batch_size, self.temperature = forward_batch_size, temperature

@@ -79,6 +79,20 @@ def test_loss_matches_independent_computation(gamma: float, lam: float) -> None:
     assert rewards[~mask].abs().sum() == 0 and adv[~mask].abs().sum() == 0
 
 
+def test_rollouts_are_shared_equally_and_the_remainder_counted() -> None:
+    from ares_data.errors import InputError
+    from ares_train.ppo_trainer import share_rollouts
+
+    rows = list(range(11))
+    shares = [share_rollouts(rows, world=3, rank=r, seed=5) for r in range(3)]
+    assert [len(mine) for mine, _ in shares] == [3, 3, 3] and {left for _, left in shares} == {2}
+    used = [x for mine, _ in shares for x in mine]
+    assert len(set(used)) == 9  # disjoint shares, the same shuffled order on every rank
+    assert share_rollouts(rows, world=1, rank=0, seed=5) == (share_rollouts(rows, 1, 0, 5)[0], 0)
+    with pytest.raises(InputError, match="3 rollouts cannot be shared by 4 processes"):
+        share_rollouts(rows[:3], world=4, rank=0, seed=0)
+
+
 # ---- real runs on tiny models -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def text_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
