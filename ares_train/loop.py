@@ -155,7 +155,8 @@ class LoopRun:
         if old.get("config_sha") != fresh["config_sha"]:
             raise ConfigError(f"{self.run_dir} was started with different settings; a run may only continue "
                               "with more rounds or other teacher limits, budget or base URL",
-                              hint="use a new --run-dir for new settings")
+                              hint="use a new run folder for new settings (ares-train loop --run-dir; "
+                              "ares demo --out)")
         done = {s["id"]: s for s in old.get("stages", [])}
         for i, s in enumerate(self.stages):  # keep what was recorded, extend with new rounds
             if s.id in done:

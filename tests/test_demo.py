@@ -49,6 +49,9 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path: Path) -> None:
     assert "ARES demo" in again.stdout and "judge: final rationales" in again.stdout
     assert "rounds.png" in again.stdout
     assert {n: store.versions(n) for n in store.names()} == before
+    # other settings in the same folder are refused with a hint that fits the demo
+    other = umbrella(["demo", "--out", out, *SMALL[:2], "--k", "2", *SMALL[4:]])
+    assert other.exit_code == 1 and "different settings" in other.stderr and "--out" in other.stderr
 
 
 def test_gold_text_and_help() -> None:
