@@ -25,6 +25,7 @@ from typing import Any
 from ares_data.errors import ConfigError, InputError
 from ares_data.store import Store
 
+from .checkpoint import MANIFEST
 from .config import LoraFields, opt, params_json
 from .rewards import NEUTRAL_SCORE
 
@@ -275,8 +276,9 @@ def run_ppo(
             f"{resume} holds a checkpoint of a PPO run with other settings",
             hint="use another -o OUTDIR, or delete that checkpoint folder to start over",
         )
-    if not resumed and (outdir / LOG_FILE).exists():
-        (outdir / LOG_FILE).unlink()
+    if not resumed:  # a fresh run: an earlier run's log and manifests no longer describe OUTDIR
+        for stale in (outdir / LOG_FILE, outdir / MANIFEST, outdir / "merged" / MANIFEST):
+            stale.unlink(missing_ok=True)
     history = trainer.train(resume_from=resume if resumed else None)
     manifest = _save(cfg, trainer, policy, eos, outdir, datasets, data.counts, history)
     return PPOResult(outdir, history, dict(data.counts), resumed, manifest)
@@ -292,7 +294,7 @@ def _save(
     counts: Any,
     history: list[dict[str, float]],
 ) -> Path:
-    from .checkpoint import MANIFEST, write_checkpoint_manifest
+    from .checkpoint import write_checkpoint_manifest
     from .lora import save_merged
 
     trainer.accelerator.wait_for_everyone()

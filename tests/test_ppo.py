@@ -301,9 +301,13 @@ def test_interrupted_run_resumes(store_dir: Path, text_model: Path, tmp_path: Pa
         if step == 5:  # in the third PPO epoch, after two epochs were checkpointed
             raise KeyboardInterrupt
 
+    (tmp_path / "o" / "merged").mkdir(parents=True)  # a finished earlier run in the same OUTDIR
+    for folder in (tmp_path / "o", tmp_path / "o" / "merged"):
+        (folder / "ares-checkpoint.json").write_text('{"stage": "ppo"}')
     with pytest.raises(KeyboardInterrupt):
         run_ppo(cfg, store, on_step=crash)
     assert (tmp_path / "o" / "checkpoint" / "progress.json").is_file()
+    assert not list((tmp_path / "o").rglob("ares-checkpoint.json"))  # no manifest over weights being replaced
     assert [e["ppo_epoch"] for e in read_log(tmp_path / "o")] == [0, 1]
     import dataclasses
 
