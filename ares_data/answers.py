@@ -19,7 +19,8 @@ Markdown emphasis markers (`*`, as in "**Answer:** B") are removed before the ru
 ("the answer is a 150-gram cup" picks that option, not letter A; the longest matching option wins);
 otherwise an option label: "(B)", "B)", "B.", "B" followed by a non-letter, or lowercase "b" when it is
 bracketed or followed by punctuation or the end of the text (so the article "a" in "the answer is a dog"
-is not read as option A). Labels beyond the number of options are ignored.
+is not read as option A), or "b".."z" followed by a word ("the answer is b because"). Labels beyond the
+number of options are ignored.
 """
 
 from __future__ import annotations
@@ -85,6 +86,9 @@ def read_choice(text: str, choices: list[str]) -> int | None:
     idx = _label(text, len(choices))
     if idx is not None:
         return idx
+    m = re.match(r"\s*([b-z])\s+[a-z]", text)  # "the answer is b because": only "a" can be an article
+    if m and ord(m.group(1)) - ord("a") < len(choices):
+        return ord(m.group(1)) - ord("a")
     # "(B) attract" where the label is out of range but the option text follows
     stripped = re.sub(r"^\s*[\(\[]?\s*[A-Za-z]\s*[\)\].:]\s*", "", text, count=1)
     return _option_prefix(stripped, choices) if stripped != text else None

@@ -32,6 +32,8 @@ CHOICES = ["repel", "attract", "neither"]
         ("The answer is E", None, "none"),  # no option E
         ("The answer choices are many", None, "none"),
         ("", None, "none"),
+        ("the answer is b because like poles repel", 1, "statement"),  # lowercase letter, then a word
+        ("so the answer is a because", None, "none"),  # "a" there may be the article: not guessed
         ("**Answer:** B", 1, "statement"),  # markdown emphasis, as chat models write it
         ("The answer is **(C) neither**.", 2, "statement"),
         ("*B) attract*", 1, "leading-label"),
