@@ -124,6 +124,20 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         yield
 
 
+def run_is_active(run_dir: str | Path) -> bool:
+    """Whether a process holds the run's lock now (a killed run holds none: its status is stale)."""
+    path = Path(run_dir) / ".lock"
+    if not path.is_file():
+        return False
+    with open(path, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        return False
+
+
 class LoopRun:
     """Drives one run folder; see the module docstring."""
 

@@ -114,7 +114,7 @@ def test_two_round_loop_through_the_cli(store_dir: Path, tmp_path: Path, tiny_mo
 
     # status: table and JSON
     st = train(["status", run_dir, "--json"]).json()
-    assert st["done"] == st["total"] == 15 and st["current"] is None
+    assert st["done"] == st["total"] == 15 and st["current"] is None and st["status"] == "done"
     table = train(["status", run_dir])
     assert table.exit_code == 0 and "r2s2-sft" in table.stdout and "15/15" in table.stdout
 
@@ -212,6 +212,7 @@ def test_killed_loop_resumes_without_resending_teacher_requests(store_dir: Path,
         assert 0 < sent_before <= 8  # 4 problems x k=2 scored (identical rationales are sent once)
         st = train(["status", run_dir, "--json"]).json()
         assert st["current"] == "r1s1-ppo" and st["done"] == 3
+        assert st["active"] is False and "stopped" in train(["status", run_dir]).stdout  # nothing runs it
 
         key = {"OPENAI_API_KEY": "sk-x"}
         r = train(["loop", "--config", cfg, "--run-dir", run_dir, "--json"], env=key)
@@ -300,3 +301,14 @@ def test_run_folder_name_becomes_a_valid_dataset_prefix(store_dir: Path, tmp_pat
     r = train(["loop", "--config", cfg, "--run-dir", tmp_path / "run"])
     assert r.exit_code == 1 and "name 'my run' in [loop]" in r.stderr, r.stderr
     assert not (tmp_path / "run" / "run.json").exists()
+
+
+def test_status_sees_a_run_in_progress(tmp_path: Path) -> None:
+    from ares_train.loop import run_is_active, run_lock
+
+    (tmp_path / "run.json").write_text(json.dumps({"status": "running", "stages": []}))
+    assert not run_is_active(tmp_path)
+    with run_lock(tmp_path):
+        assert run_is_active(tmp_path)
+        assert train(["status", tmp_path, "--json"]).json()["active"] is True
+    assert not run_is_active(tmp_path)

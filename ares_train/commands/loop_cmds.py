@@ -72,19 +72,24 @@ def status_cmd(
 ) -> None:
     """Show where a loop run is: every stage with its status, outputs, key metrics and time, then reward and
     accuracy per round. Example: ares-train status runs/ares1 --json"""
-    from ..loop import read_run, round_table
+    from ..loop import read_run, round_table, run_is_active
 
     manifest = read_run(run_dir)
     stages = manifest.get("stages", [])
     current = next((s["id"] for s in stages if s["status"] != "done"), None)
     done = sum(1 for s in stages if s["status"] == "done")
+    active = run_is_active(run_dir)
     if as_json:
-        emit_json({"run_dir": str(run_dir), "status": manifest.get("status"), "current": current,
-                   "done": done, "total": len(stages), "rounds": round_table(manifest), "stages": stages})
+        emit_json({"run_dir": str(run_dir), "status": manifest.get("status"), "active": active,
+                   "current": current, "done": done, "total": len(stages), "rounds": round_table(manifest),
+                   "stages": stages})
         return
     from rich.table import Table
 
-    table = Table(title=f"{run_dir}: {manifest.get('status')} ({done}/{len(stages)} stages done"
+    state = manifest.get("status")
+    if state != "done":  # run.json says "running" until the end; the lock tells whether a process is on it
+        state = "running" if active else "stopped (run the same loop command again to continue)"
+    table = Table(title=f"{run_dir}: {state} ({done}/{len(stages)} stages done"
                   + (f", next {current}" if current else "") + ")")
     for col in ("stage", "status", "outputs", "metrics", "s"):
         table.add_column(col)
