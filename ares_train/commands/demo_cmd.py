@@ -53,7 +53,8 @@ def demo_cmd(
     if as_json:
         emit_json(report)
         return
-    render_rounds(report["rounds"], f"ARES demo ({teacher} teacher)")
+    render_rounds(report["rounds"], f"ARES demo ({teacher} teacher); round 0 = the warm-started policy",
+                  reward="reward (mean sentence score of its rollouts)")
     render_judge(report["judge"])
     c = console()
     for name, path in report["paths"].items():

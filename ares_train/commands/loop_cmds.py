@@ -113,11 +113,12 @@ def _fmt(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
-def render_rounds(rows: list[dict[str, Any]], title: str) -> None:
+def render_rounds(rows: list[dict[str, Any]], title: str,
+                  reward: str = "reward (mean sentence score of the round's RL rollouts)") -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    for col in ("round", "reward (mean sentence score)", "accuracy", "sentences edited", "seconds"):
+    for col in ("round", reward, "accuracy", "sentences edited", "seconds"):
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(str(r["round"]), "-" if r["reward"] is None else f"{r['reward']:.3f}",
