@@ -88,7 +88,7 @@ def status_cmd(
 
     state = manifest.get("status")
     if state != "done":  # run.json says "running" until the end; the lock tells whether a process is on it
-        state = "running" if active else "stopped (run the same loop command again to continue)"
+        state = "running" if active else "stopped (rerun the same command to continue)"
     table = Table(title=f"{run_dir}: {state} ({done}/{len(stages)} stages done"
                   + (f", next {current}" if current else "") + ")")
     for col in ("stage", "status", "outputs", "metrics", "s"):
