@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import sys
 import uuid
 from collections.abc import Iterable, Iterator
@@ -251,7 +252,8 @@ class Store:
         check_name(name)
         folder = self.root / name
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        _remove_abandoned(folder)
+        tmp = folder / f".tmp-{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         try:
             w = Writer(kind, tmp)
@@ -312,6 +314,20 @@ class Store:
             os.rename(w.tmp, final)
             _fsync_dir(folder)
         return Version(name, version, final, manifest)
+
+
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]  # stores may be shared between hosts
+
+
+def _remove_abandoned(folder: Path) -> None:
+    """Delete the temporary folders of writers on this host that died (kill -9) before publishing."""
+    for tmp in folder.glob(f".tmp-{_HOST}-*"):
+        try:
+            os.kill(int(tmp.name.split("-")[2]), 0)
+        except ProcessLookupError:  # no such process: nobody will finish it
+            shutil.rmtree(tmp, ignore_errors=True)
+        except (ValueError, IndexError, PermissionError):  # not ours to judge / alive under another user
+            continue
 
 
 def _fsync_tree(folder: Path) -> None:

@@ -119,6 +119,10 @@ def test_killed_writer_leaves_no_visible_version(store_dir: Path) -> None:
     assert Store(store_dir).versions("killed") == []
     r = data(["ls", "--json"])
     assert r.exit_code == 0 and r.json() == []
+    leftover = list((store_dir / "killed").glob(".tmp-*"))
+    assert len(leftover) == 1  # hidden, never a version
+    Store(store_dir).publish("killed", "rationales", [_rationale(0)])  # the next writer clears it away
+    assert not any(p.exists() for p in leftover)
 
 
 def test_ls_show_head_cli(store_dir: Path) -> None:
