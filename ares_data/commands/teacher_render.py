@@ -9,10 +9,14 @@ from ..engine import Stats
 from .common import console, emit_json, err_console, published_message
 
 _REFRESH_S = 0.1
+_LOG_LINE_S = 10.0
 
 
 class Progress:
-    """done/total, failed, cached, requests/s, tokens, dollars and ETA on stderr; updated at most 10x/s."""
+    """done/total, failed, cached, requests/s, tokens, dollars and ETA on stderr; updated at most 10x/s.
+
+    On a terminal it is a live bar redrawn from `update` (no refresh thread competing with the request
+    loop); in a log or pipe it is one plain line every 10 s."""
 
     def __init__(self, label: str, stats: Stats) -> None:
         from rich.progress import (
@@ -26,12 +30,16 @@ class Progress:
 
         self.stats = stats
         self._last = 0.0
+        self._last_line = time.monotonic()
+        self._label = label
+        self._console = err_console()
+        self._live = self._console.is_terminal
         self._bar = RichProgress(
             TextColumn(f"[bold]{label}[/bold]"), BarColumn(), MofNCompleteColumn(),
             TextColumn("failed {task.fields[failed]}  cached {task.fields[cached]}  "
                        "{task.fields[rate]:.1f} req/s  {task.fields[tokens]} tok  ${task.fields[cost]:.4f}"),
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=err_console(), transient=False,
+            console=self._console, transient=False, auto_refresh=False, disable=not self._live,
         )
         self._task = self._bar.add_task(label, total=stats.total, failed=0, cached=0, rate=0.0, tokens=0,
                                         cost=0.0)
@@ -49,9 +57,17 @@ class Progress:
         if not force and now - self._last < _REFRESH_S and s.done != s.total:
             return
         self._last = now
+        rate = s.sent / s.elapsed if s.elapsed else 0.0
+        if not self._live:
+            if force or now - self._last_line >= _LOG_LINE_S:
+                self._last_line = now
+                self._console.print(f"{self._label}: {s.done}/{s.total} done, failed {s.failed}, cached "
+                                    f"{s.cached + s.from_cache}, {rate:.1f} req/s, "
+                                    f"{s.input_tokens + s.output_tokens} tok, ${s.spent_usd:.4f}",
+                                    highlight=False, soft_wrap=True)
+            return
         self._bar.update(self._task, completed=s.done, failed=s.failed, cached=s.cached + s.from_cache,
-                         rate=s.sent / s.elapsed if s.elapsed else 0.0,
-                         tokens=s.input_tokens + s.output_tokens, cost=s.spent_usd)
+                         rate=rate, tokens=s.input_tokens + s.output_tokens, cost=s.spent_usd, refresh=True)
 
 
 def render_plan(plan: dict[str, Any]) -> None:
