@@ -211,7 +211,8 @@ class Store:
     def resolve_kind(self, ref: str, kind: str) -> Version:
         v = self.resolve(ref)
         if v.kind != kind:
-            raise UsageError(f"'{v.ref}' is a {v.kind} dataset, but a {kind} dataset is needed here")
+            raise UsageError(f"'{v.ref}' is {_article(v.kind)} {v.kind} dataset, but {_article(kind)} {kind} "
+                             "dataset is needed here")
         return v
 
     def load(self, ref: str) -> Any:
@@ -343,3 +344,7 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"

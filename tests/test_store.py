@@ -151,3 +151,10 @@ def test_head_shows_images_as_their_size_also_inside_lists() -> None:
     img = Image.new("RGB", (2, 3))
     out = _printable({"image": img, "images": [img, img], "text": "t", "ids": [1, 2]})
     assert out == {"image": "<image 2x3 RGB>", "images": ["<image 2x3 RGB>"] * 2, "text": "t", "ids": [1, 2]}
+
+
+def test_wrong_kind_is_a_usage_error_with_the_right_article(store_dir: Path) -> None:
+    s = Store(store_dir)
+    s.publish("rats", "rationales", [_rationale(0)])
+    with pytest.raises(UsageError, match="'rats@v1' is a rationales dataset, but an eval dataset is needed"):
+        s.resolve_kind("rats", "eval")
