@@ -159,14 +159,14 @@ def _problems_by_id(store: Any, version: Any, problems_ref: str | None, wanted: 
 
 
 async def _judge_rows(store: Any, teacher: Any, task: Any, args: list[tuple], stats: Any,
-                      engine_options: dict[str, Any] | None, on_progress: Any) -> list[dict]:
+                      engine_options: dict[str, Any] | None, on_progress: Any, log: Any) -> list[dict]:
     from .engine import RequestCache, run_task
 
     rows: list[dict] = []
     try:
         with RequestCache.for_store(store.root) as cache:
             async for row in run_task(teacher, task, args, cache=cache, on_progress=on_progress, stats=stats,
-                                      **(engine_options or {})):
+                                      log=log, **(engine_options or {})):
                 rows.append(row)
     finally:
         await teacher.aclose()
@@ -187,9 +187,14 @@ def run_judge(
     prompt_path: Any = None,
     engine_options: dict[str, Any] | None = None,
     on_progress: Any = None,
+    max_tokens: int | None = None,
+    log: Any = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Judge rationales A against B through the request engine; publish a judgments dataset.
 
+    `engine_options`: run_task options (concurrency, rpm, tpm, timeout, max_attempts, max_cost);
+    `max_tokens`: the reply budget (part of the request and the build; default the task's 256);
+    `log`: an `engine.log.RequestLog` (`--log FILE`).
     Returns (published Version, summary). The summary (see `summarize`) is also in the manifest."""
     import asyncio
 
@@ -206,13 +211,13 @@ def run_judge(
     missing = sorted({i["problem_id"] for i in items} - set(problems))
     if missing:
         raise InputError(f"problem(s) {missing[:5]} of {va.ref} are not in the problems dataset")
-    task = JudgeTask(prompt_path, include_images=include_images)
+    task = JudgeTask(prompt_path, include_images=include_images, max_tokens=max_tokens)
     stats = Stats(total=len(items))
     args = [(problems[i["problem_id"]], i) for i in items]
-    rows = asyncio.run(_judge_rows(store, teacher, task, args, stats, engine_options, on_progress))
+    rows = asyncio.run(_judge_rows(store, teacher, task, args, stats, engine_options, on_progress, log))
     summary = summarize(rows)
     params = {"teacher": teacher.spec, "by": by, "orders": list(orders), "prompt_sha": task.prompt_sha,
-              "include_images": include_images}
+              "include_images": include_images, "max_tokens": task.max_tokens}
     extra = {"teacher": teacher.spec, "prompt_sha": task.prompt_sha, "summary": summary,
              "pairing": counts, "usage": stats.as_dict()}
     with store.writer(name, "judgments", parents=[va, vb], params=params, extra=extra) as w:

@@ -169,3 +169,16 @@ def test_data_command_help_has_an_example(cmd: list[str]) -> None:
     r = invoke(_apps()["ares-data"], [*cmd, "--help"], env={"COLUMNS": "200"})
     assert r.exit_code == 0 and "Example:" in r.stdout, r.stdout
     assert f"ares-data {' '.join(cmd)}" in r.stdout.split("Example:")[1], r.stdout
+
+
+def test_teacher_commands_share_the_engine_options() -> None:
+    """score, correct and judge take the same request-engine options: names, help and defaults."""
+    engine = {"base_url", "no_images", "concurrency", "rpm", "tpm", "timeout", "max_attempts", "max_tokens",
+              "max_cost", "log"}
+    cmds = {" ".join(path): cmd for prog, path, cmd in COMMANDS
+            if prog == "ares-data" and path in (["score"], ["correct"], ["judge"])}
+    seen = {name: {p.name: (p.opts, p.help, p.default) for p in cmd.params if p.name in engine}
+            for name, cmd in cmds.items()}
+    assert set(seen) == {"score", "correct", "judge"}
+    assert all(set(opts) == engine for opts in seen.values()), {k: engine - set(v) for k, v in seen.items()}
+    assert seen["judge"] == seen["score"] == seen["correct"]

@@ -153,3 +153,26 @@ def test_judge_through_the_sdks_and_the_cache(store_dir: Path, spec: str,
         assert srv.stats.model_requests == 14
         again = data(["judge", "good", "bad", "--teacher", spec, "--base-url", base, "--json"])
         assert again.json()["ref"] == r.json()["ref"] and srv.stats.model_requests == 14  # all cached
+
+
+def test_judge_takes_the_engine_options_of_score(store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ares_data.testing.teacher_server import serve
+
+    _publish(store_dir)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-judgekey1234567890")
+    log = store_dir / "judge-log.jsonl"
+    with serve() as srv:
+        args = ["judge", "good", "bad", "--teacher", "openai:gpt-4o-mini", "--base-url", srv.openai_base_url,
+                "--json", "--max-attempts", "2", "--tpm", "100000", "--concurrency", "4"]
+        r = data([*args, "--max-tokens", "300", "--log", str(log)])
+        assert r.exit_code == 0, r.output
+        assert srv.stats.recent and all(b["max_tokens"] == 300 for b in srv.stats.recent)
+        man = Store(store_dir).resolve(r.json()["ref"]).manifest
+        assert man["params"]["max_tokens"] == 300
+        events = [json.loads(line) for line in log.read_text().splitlines()]
+        assert sum(e["event"] == "reply" for e in events) == 14
+        assert b"sk-test-judgekey" not in log.read_bytes()
+        other = data(args)  # the default budget is another request and another build
+        assert other.exit_code == 0, other.output
+        assert srv.stats.model_requests == 28 and other.json()["ref"] != r.json()["ref"]
+        assert Store(store_dir).resolve(other.json()["ref"]).manifest["params"]["max_tokens"] == 256

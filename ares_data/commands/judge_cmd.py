@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -9,6 +10,21 @@ from typing import Annotated, Any, Optional
 import typer
 
 from .common import JsonOpt, StoreOpt, console, emit_json, get_store, published_message
+from .engine_opts import (
+    CONCURRENCY,
+    MAX_ATTEMPTS,
+    TIMEOUT,
+    AttemptsOpt,
+    BaseUrlOpt,
+    ConcOpt,
+    LogOpt,
+    MaxCostOpt,
+    MaxTokensOpt,
+    NoImagesOpt,
+    RpmOpt,
+    TimeoutOpt,
+    TpmOpt,
+)
 from .progress import ProgressBar
 
 app = typer.Typer()
@@ -34,7 +50,6 @@ OrdersOpt = Annotated[Orders, typer.Option(
     "seeded order per pair.")]
 ProblemsOpt = Annotated[Optional[str], typer.Option(
     "--problems", help="Problems dataset (default: found among A's parents).")]
-MaxCostOpt = Annotated[Optional[float], typer.Option("--max-cost", help="Stop before spending more USD.")]
 
 
 @app.command("judge")
@@ -47,13 +62,16 @@ def judge_cmd(
     orders: OrdersOpt = Orders.both,
     problems: ProblemsOpt = None,
     prompt: Annotated[Optional[Path], typer.Option("--prompt", help="Judge prompt template file.")] = None,
-    base_url: Annotated[Optional[str], typer.Option("--base-url", help="Teacher API base URL (default: "
-                                                    "the SDK's).")] = None,
-    no_images: Annotated[bool, typer.Option("--no-images", help="Do not send problem images.")] = False,
-    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Requests in flight.")] = 8,
-    rpm: Annotated[Optional[float], typer.Option("--rpm", help="Requests per minute limit.")] = None,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per request.")] = 60.0,
+    base_url: BaseUrlOpt = None,
+    no_images: NoImagesOpt = False,
+    concurrency: ConcOpt = CONCURRENCY,
+    rpm: RpmOpt = None,
+    tpm: TpmOpt = None,
+    timeout: TimeoutOpt = TIMEOUT,
+    max_attempts: AttemptsOpt = MAX_ATTEMPTS,
+    max_tokens: MaxTokensOpt = None,
     max_cost: MaxCostOpt = None,
+    log: LogOpt = None,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -62,19 +80,22 @@ def judge_cmd(
     first, so a judge that always prefers one position gets 50/50.
 
     Example: ares-data judge rats-rl@v2 rats@v1 --teacher anthropic:claude-3-haiku-20240307 -o rl-vs-base"""
+    from ..engine.log import RequestLog
     from ..judging import run_judge
     from ..teachers import make_teacher
 
     s = get_store(store)
     judge = make_teacher(teacher, base_url=base_url, timeout=timeout)
-    engine_options = {"concurrency": concurrency, "rpm": rpm, "timeout": timeout, "max_cost": max_cost}
-    with ProgressBar("judging", quiet=as_json) as update:
+    engine_options = {"concurrency": concurrency, "rpm": rpm, "tpm": tpm, "timeout": timeout,
+                      "max_attempts": max_attempts, "max_cost": max_cost}
+    request_log = RequestLog(log) if log else None
+    with ProgressBar("judging", quiet=as_json) as update, request_log or contextlib.nullcontext():
         on_progress = (lambda stats: update(stats.done, stats.total)) if update else None
         version, summary = run_judge(
             s, rationales_a, rationales_b, judge, name=output, by=by.value,
             orders=("ab", "ba") if orders == Orders.both else ("random",), problems_ref=problems,
             include_images=not no_images, prompt_path=prompt, engine_options=engine_options,
-            on_progress=on_progress,
+            on_progress=on_progress, max_tokens=max_tokens, log=request_log,
         )
     if as_json:
         emit_json({"ref": version.ref, "path": str(version.path), "summary": summary,

@@ -28,6 +28,21 @@ from ..errors import UsageError
 from ..redact import redact_text
 from ..store import Store
 from .common import JsonOpt, StoreOpt, emit_json, get_store
+from .engine_opts import (
+    CONCURRENCY,
+    MAX_ATTEMPTS,
+    TIMEOUT,
+    AttemptsOpt,
+    BaseUrlOpt,
+    ConcOpt,
+    LogOpt,
+    MaxCostOpt,
+    MaxTokensOpt,
+    NoImagesOpt,
+    RpmOpt,
+    TimeoutOpt,
+    TpmOpt,
+)
 from .teacher_render import Progress, render_plan, render_summary
 
 app = typer.Typer()
@@ -43,28 +58,12 @@ OutOpt = Annotated[Optional[str], typer.Option("-o", "--output", help="Output da
                                                "(default <rationales>-scores / -corrections).")]
 PromptOpt = Annotated[Optional[Path], typer.Option("--prompt", help="Prompt template file (default: the "
                                                    "paper's prompt shipped with ares_data).")]
-NoImagesOpt = Annotated[bool, typer.Option("--no-images", help="Do not send problem images.")]
-BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="API base URL (e.g. a vLLM/Ollama "
-                                                   "OpenAI-compatible server); default: the SDK's.")]
-ConcOpt = Annotated[int, typer.Option("--concurrency", min=1, help="Requests in flight at once.")]
-RpmOpt = Annotated[Optional[float], typer.Option("--rpm", min=0.001, help="Client-side requests/min limit.")]
-TpmOpt = Annotated[Optional[float], typer.Option("--tpm", min=1, help="Client-side tokens/min limit.")]
-TimeoutOpt = Annotated[float, typer.Option("--timeout", min=0.01, help="Seconds per request attempt.")]
-AttemptsOpt = Annotated[int, typer.Option("--max-attempts", min=1, help="HTTP attempts per request.")]
-MaxTokensOpt = Annotated[Optional[int], typer.Option(
-    "--max-tokens", min=1, help="Reply budget in tokens per request (default 1024; raise it for reasoning "
-    "models, which spend part of it thinking). Part of the request: a new value is a new build.")]
-MaxCostOpt = Annotated[Optional[float], typer.Option(
-    "--max-cost", min=0.0, help="Stop sending once this run would spend more USD; rerun to resume.")]
 PricesOpt = Annotated[Optional[Path], typer.Option("--prices", help='JSON {"MODEL": {"input": USD_PER_M, '
                                                    '"output": USD_PER_M}} overriding the price table.')]
 DryOpt = Annotated[bool, typer.Option("--dry-run", help="Print requests, estimated tokens and cost; "
                                       "send nothing.")]
 BatchOpt = Annotated[bool, typer.Option("--batch", help="Submit through the provider's batch API (half "
                                         "price); finish with `ares-data batch collect ID`.")]
-LogOpt = Annotated[Optional[Path], typer.Option(
-    "--log", help="Append one JSON line per HTTP attempt (reply / retry / rejected / gave_up, with status, "
-    "error, seconds) to FILE, for debugging long runs; keys are redacted.")]
 RetryOpt = Annotated[Optional[str], typer.Option("--retry-failed", help="OUTPUT@vN: re-request only its "
                                                  "failed rows into a new version (ok rows copied; its "
                                                  "--max-tokens unless given).")]
@@ -73,9 +72,10 @@ RetryOpt = Annotated[Optional[str], typer.Option("--retry-failed", help="OUTPUT@
 @app.command("score")
 def score_cmd(teacher: TeacherOpt, rationales: RatArg = None, output: OutOpt = None,
               prompt: PromptOpt = None, no_images: NoImagesOpt = False, base_url: BaseUrlOpt = None,
-              concurrency: ConcOpt = 16, rpm: RpmOpt = None, tpm: TpmOpt = None, timeout: TimeoutOpt = 60.0,
-              max_attempts: AttemptsOpt = 5, max_tokens: MaxTokensOpt = None, max_cost: MaxCostOpt = None,
-              prices: PricesOpt = None, dry_run: DryOpt = False, batch: BatchOpt = False,
+              concurrency: ConcOpt = CONCURRENCY, rpm: RpmOpt = None, tpm: TpmOpt = None,
+              timeout: TimeoutOpt = TIMEOUT, max_attempts: AttemptsOpt = MAX_ATTEMPTS,
+              max_tokens: MaxTokensOpt = None, max_cost: MaxCostOpt = None, prices: PricesOpt = None,
+              dry_run: DryOpt = False, batch: BatchOpt = False,
               retry_failed: RetryOpt = None, log: LogOpt = None, store: StoreOpt = None,
               as_json: JsonOpt = False) -> None:
     """Score every sentence of every rationale in [0, 1] with a teacher -> a scores dataset.
@@ -92,11 +92,11 @@ def score_cmd(teacher: TeacherOpt, rationales: RatArg = None, output: OutOpt = N
 @app.command("correct")
 def correct_cmd(teacher: TeacherOpt, rationales: RatArg = None, output: OutOpt = None,
                 prompt: PromptOpt = None, no_images: NoImagesOpt = False, base_url: BaseUrlOpt = None,
-                concurrency: ConcOpt = 16, rpm: RpmOpt = None, tpm: TpmOpt = None,
-                timeout: TimeoutOpt = 60.0, max_attempts: AttemptsOpt = 5, max_tokens: MaxTokensOpt = None,
-                max_cost: MaxCostOpt = None, prices: PricesOpt = None, dry_run: DryOpt = False,
-                batch: BatchOpt = False, retry_failed: RetryOpt = None, log: LogOpt = None,
-                store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+                concurrency: ConcOpt = CONCURRENCY, rpm: RpmOpt = None, tpm: TpmOpt = None,
+                timeout: TimeoutOpt = TIMEOUT, max_attempts: AttemptsOpt = MAX_ATTEMPTS,
+                max_tokens: MaxTokensOpt = None, max_cost: MaxCostOpt = None, prices: PricesOpt = None,
+                dry_run: DryOpt = False, batch: BatchOpt = False, retry_failed: RetryOpt = None,
+                log: LogOpt = None, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     """Have a teacher correct every rationale -> a corrections dataset (segmented, with an edit summary).
 
     Same engine, cache, cost control and resume as `score`.
