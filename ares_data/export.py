@@ -17,16 +17,21 @@ text-only models need (TRL treats any `images` column as vision data).
 
 from __future__ import annotations
 
+from array import array
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from datasets import Features, Image, Sequence, Value
 
 from .answers import parse_answer
 from .errors import UsageError
 from .prompting import format_problem
 from .schema import KINDS, register_kind
+from .stats import read_table
 from .store import Store, Version
 
 _IDS = {"problem_id": Value("string"), "rationale_id": Value("string")}
@@ -65,18 +70,39 @@ def base_kind(kind: str) -> str:
     return kind[: -len("-text")] if kind.endswith("-text") else kind
 
 
+BATCH_ROWS = 10_000  # source rows turned into Python objects at a time
+
+
 def problems_by_id(store: Store, source: Version) -> dict[str, dict[str, Any]]:
     """The problems behind `source` (found through its parents), keyed by problem_id; images undecoded."""
     problems = store.parent_chain(source, "problems").load().cast_column("image", Image(decode=False))
     return {row["problem_id"]: row for row in problems}
 
 
-def rationale_texts(store: Store, source: Version) -> dict[str, str]:
+def _rationales_table(store: Store, source: Version) -> pa.Table | None:
+    """The rationales parent's `rationale_id` and `text`, memory-mapped; None without such a parent."""
     try:
-        rats = store.parent_chain(source, "rationales").load().select_columns(["rationale_id", "text"])
+        return read_table(store.parent_chain(source, "rationales"), ["rationale_id", "text"])
     except Exception:  # noqa: BLE001 - no rationales parent: fall back to joined sentences
-        return {}
-    return dict(zip(rats["rationale_id"], rats["text"], strict=True))
+        return None
+
+
+def iter_rows(table: pa.Table, columns: list[str]) -> Iterator[dict[str, Any]]:
+    """The rows of some columns of a (memory-mapped) table, converted to Python BATCH_ROWS at a time."""
+    for batch in table.select(columns).to_batches(max_chunksize=BATCH_ROWS):
+        yield from batch.to_pylist()
+
+
+class _Prompts(dict):
+    """problem_id -> formatted prompt, computed on first use (one per problem, not one per row)."""
+
+    def __init__(self, problems: dict[str, dict[str, Any]]) -> None:
+        super().__init__()
+        self.problems = problems
+
+    def __missing__(self, pid: str) -> str:
+        self[pid] = prompt = format_problem(self.problems[pid])
+        return prompt
 
 
 def _images(problem: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -90,52 +116,65 @@ def _want_images(problems: dict[str, dict[str, Any]], ids: set[str], images: boo
     return any(_images(problems.get(pid)) for pid in ids)
 
 
-def _publish(store: Store, name: str, kind: str, rows: list[dict[str, Any]], source: Version,
+def _publish(store: Store, name: str, kind: str, rows: Iterable[dict[str, Any]], source: Version,
              params: dict[str, Any], counts: dict[str, int], with_images: bool) -> Version:
+    """Stream `rows` into the export's kind; `counts` is read after the last row (it may fill meanwhile)."""
     kind = kind if with_images else f"{kind}-text"
-    for r in rows:
-        if not with_images:
-            r.pop("images", None)
-        elif kind != "sft-chat":  # conversational texts for the vision kinds
-            for key, role in (("prompt", "user"), ("completion", "assistant"), ("chosen", "assistant"),
-                              ("rejected", "assistant")):
-                if key in r:
-                    r[key] = [{"role": role, "content": r[key]}]
     with store.writer(name, kind, parents=[source], params=params) as w:
-        w.write_all(rows)
+        for r in rows:
+            if not with_images:
+                r.pop("images", None)
+            elif kind != "sft-chat":  # conversational texts for the vision kinds
+                for key, role in (("prompt", "user"), ("completion", "assistant"), ("chosen", "assistant"),
+                                  ("rejected", "assistant")):
+                    if key in r:
+                        r[key] = [{"role": role, "content": r[key]}]
+            w.write(r)
         for key, n in counts.items():
             w.count(key, n)
     return w.result
 
 
-def export_sft(store: Store, ref: str, name: str, *, conversational: bool = False,
-               images: bool | None = None) -> Version:
-    """Corrections -> SFT records (only rows with status ok and a non-empty correction)."""
-    source = store.resolve_kind(ref, "corrections")
-    problems = problems_by_id(store, source)
-    ds = source.load().select_columns(["rationale_id", "problem_id", "corrected", "status"])
-    rows, counts = [], defaultdict(int)
-    for r in ds:
+def _kept_corrections(source: Version, problems: dict[str, Any], counts: dict[str, int]
+                      ) -> Iterator[dict[str, Any]]:
+    table = read_table(source)
+    for r in iter_rows(table, ["rationale_id", "problem_id", "corrected", "status"]):
         if r["status"] != "ok" or not (r["corrected"] or "").strip():
             counts["skipped_failed"] += 1
-            continue
-        problem = problems.get(r["problem_id"])
-        if problem is None:
+        elif r["problem_id"] not in problems:
             counts["skipped_no_problem"] += 1
-            continue
-        prompt = format_problem(problem)
-        row: dict[str, Any] = {"problem_id": r["problem_id"], "rationale_id": r["rationale_id"],
-                               "images": _images(problem)}
-        if conversational:
-            row["messages"] = [{"role": "user", "content": prompt},
-                               {"role": "assistant", "content": r["corrected"]}]
         else:
-            row.update(prompt=prompt, completion=r["corrected"])
-        rows.append(row)
-    with_images = _want_images(problems, {r["problem_id"] for r in rows}, images)
+            yield r
+
+
+def export_sft(store: Store, ref: str, name: str, *, conversational: bool = False,
+               images: bool | None = None) -> Version:
+    """Corrections -> SFT records (only rows with status ok and a non-empty correction).
+
+    Two streaming passes: the first finds the problems of the kept rows (whether to keep images decides
+    the kind), the second writes the rows."""
+    source = store.resolve_kind(ref, "corrections")
+    problems = problems_by_id(store, source)
+    counts: dict[str, int] = defaultdict(int)
+    ids = {r["problem_id"] for r in _kept_corrections(source, problems, counts)}
+    with_images = _want_images(problems, ids, images)
+    prompts = _Prompts(problems)
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for r in _kept_corrections(source, problems, defaultdict(int)):
+            pid = r["problem_id"]
+            row: dict[str, Any] = {"problem_id": pid, "rationale_id": r["rationale_id"],
+                                   "images": _images(problems[pid])}
+            if conversational:
+                row["messages"] = [{"role": "user", "content": prompts[pid]},
+                                   {"role": "assistant", "content": r["corrected"]}]
+            else:
+                row.update(prompt=prompts[pid], completion=r["corrected"])
+            yield row
+
     params = {"export": "sft", "conversational": conversational, "images": with_images}
-    return _publish(store, name, "sft-chat" if conversational else "sft", rows, source, params,
-                    dict(counts), with_images)
+    return _publish(store, name, "sft-chat" if conversational else "sft", rows(), source, params,
+                    counts, with_images)
 
 
 def export_prm(store: Store, ref: str, name: str, *, threshold: float = 0.5) -> Version:
@@ -144,30 +183,27 @@ def export_prm(store: Store, ref: str, name: str, *, threshold: float = 0.5) -> 
         raise UsageError(f"--threshold must be between 0 and 1, got {threshold}")
     source = store.resolve_kind(ref, "scores")
     problems = problems_by_id(store, source)
-    rows, counts = [], defaultdict(int)
-    for r in _ok_scores(source, counts):
-        problem = problems.get(r["problem_id"])
-        if problem is None:
-            counts["skipped_no_problem"] += 1
-            continue
-        rows.append({"problem_id": r["problem_id"], "rationale_id": r["rationale_id"],
-                     "prompt": format_problem(problem), "completions": r["sentences"],
-                     "labels": [float(s) >= threshold for s in r["scores"]], "scores": r["scores"]})
+    prompts = _Prompts(problems)
+    counts: dict[str, int] = defaultdict(int)
     params = {"export": "prm", "threshold": threshold}
+    table = read_table(source)
     with store.writer(name, "prm", parents=[source], params=params) as w:
-        w.write_all(rows)
+        for r in iter_rows(table, ["rationale_id", "problem_id", "sentences", "scores", "status"]):
+            if _failed(r):
+                counts["skipped_failed"] += 1
+            elif r["problem_id"] not in problems:
+                counts["skipped_no_problem"] += 1
+            else:
+                w.write({"problem_id": r["problem_id"], "rationale_id": r["rationale_id"],
+                         "prompt": prompts[r["problem_id"]], "completions": r["sentences"],
+                         "labels": [float(s) >= threshold for s in r["scores"]], "scores": r["scores"]})
         for key, n in counts.items():
             w.count(key, n)
     return w.result
 
 
-def _ok_scores(source: Version, counts: dict[str, int]) -> Iterator[dict[str, Any]]:
-    ds = source.load().select_columns(["rationale_id", "problem_id", "sentences", "scores", "status"])
-    for r in ds:
-        if r["status"] != "ok" or not r["scores"] or len(r["scores"]) != len(r["sentences"]):
-            counts["skipped_failed"] += 1
-            continue
-        yield r
+def _failed(r: dict[str, Any]) -> bool:
+    return r["status"] != "ok" or not r["scores"] or len(r["scores"]) != len(r["sentences"])
 
 
 def export_dpo(store: Store, ref: str, name: str, *, pair_by: str = "score", min_margin: float = 0.0,
@@ -177,32 +213,77 @@ def export_dpo(store: Store, ref: str, name: str, *, pair_by: str = "score", min
     `pair_by="score"`: the rationale with the highest mean sentence score vs the lowest, when the gap is
     more than `min_margin`. `pair_by="answer"`: the best-scored rationale whose final answer is correct vs
     the worst-scored one whose answer is wrong (the LLaVA-Reasoner-DPO recipe).
+
+    Memory: one pass keeps (problem, mean score, row number) per usable score row (about 20 bytes each)
+    and the rationale-id lookup of the rationales parent; texts are then read one problem group at a time
+    from the memory-mapped files, and only the chosen pairs (two texts per problem) are held until written.
     """
     if pair_by not in ("score", "answer"):
         raise UsageError(f"--pair-by must be 'score' or 'answer', got '{pair_by}'")
     source = store.resolve_kind(ref, "scores")
     problems = problems_by_id(store, source)
-    texts = rationale_texts(store, source)
-    groups: dict[str, list[tuple[float, str, str]]] = defaultdict(list)
+    table = read_table(source)
     counts: dict[str, int] = defaultdict(int)
-    for r in _ok_scores(source, counts):
-        mean = sum(r["scores"]) / len(r["scores"])
-        text = texts.get(r["rationale_id"]) or " ".join(r["sentences"])
-        groups[r["problem_id"]].append((mean, r["rationale_id"], text))
+    pids, order, starts = _dpo_groups(table, counts)
+    prompts = _Prompts(problems)
     rows = []
-    for pid, cands in groups.items():
+    for pid, cands in zip(pids, _candidates(store, source, table, order, starts), strict=True):
         problem = problems.get(pid)
         pair = _pick_pair(cands, problem, pair_by, min_margin) if problem else None
         if pair is None:
             counts["no_pair"] += 1
             continue
         (cs, cid, ctext), (rs, rid, rtext) = pair
-        rows.append({"problem_id": pid, "prompt": format_problem(problem), "chosen": ctext, "rejected": rtext,
+        rows.append({"problem_id": pid, "prompt": prompts[pid], "chosen": ctext, "rejected": rtext,
                      "chosen_rationale_id": cid, "rejected_rationale_id": rid, "chosen_score": cs,
                      "rejected_score": rs, "images": _images(problem)})
     with_images = _want_images(problems, {r["problem_id"] for r in rows}, images)
     params = {"export": "dpo", "pair_by": pair_by, "min_margin": min_margin, "images": with_images}
-    return _publish(store, name, "dpo", rows, source, params, dict(counts), with_images)
+    return _publish(store, name, "dpo", rows, source, params, counts, with_images)
+
+
+def _dpo_groups(table: pa.Table, counts: dict[str, int]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(problem ids in first-seen order, usable rows as (mean, row) grouped by problem, group starts)."""
+    codes: dict[str, int] = {}
+    code, means, rows = array("i"), array("d"), array("q")
+    for i, r in enumerate(iter_rows(table, ["problem_id", "sentences", "scores", "status"])):
+        if _failed(r):
+            counts["skipped_failed"] += 1
+            continue
+        code.append(codes.setdefault(r["problem_id"], len(codes)))
+        means.append(sum(r["scores"]) / len(r["scores"]))
+        rows.append(i)
+    order = np.argsort(np.frombuffer(code, dtype=np.int32), kind="stable")
+    starts = np.searchsorted(np.frombuffer(code, dtype=np.int32)[order], np.arange(len(codes) + 1))
+    grouped = np.stack([np.frombuffer(means, dtype=np.float64)[order],
+                        np.frombuffer(rows, dtype=np.int64)[order].astype(np.float64)], axis=1)
+    return list(codes), grouped, starts
+
+
+def _candidates(store: Store, source: Version, table: pa.Table, grouped: np.ndarray, starts: np.ndarray
+                ) -> Iterator[list[tuple[float, str, str]]]:
+    """Per problem group, its (mean, rationale_id, text) candidates, texts read BATCH_ROWS rows at a time."""
+    rats = _rationales_table(store, source)
+    where = None
+    if rats is not None:  # the last row of a repeated rationale_id wins, as a dict built from the rows would
+        n = rats.num_rows
+        reverse = pa.array(np.arange(n - 1, -1, -1))
+        found = pc.index_in(table["rationale_id"], value_set=rats["rationale_id"].take(reverse).combine_chunks())
+        where = pc.subtract(pa.scalar(n - 1, pa.int32()), found)
+    g = 0
+    while g < len(starts) - 1:
+        end = g + 1
+        while end < len(starts) - 1 and starts[end + 1] - starts[g] <= BATCH_ROWS:
+            end += 1
+        lo, hi = int(starts[g]), int(starts[end])
+        rows = pa.array(grouped[lo:hi, 1].astype(np.int64))
+        part = table.select(["rationale_id", "sentences"]).take(rows).to_pylist()
+        texts = rats["text"].take(where.take(rows)).to_pylist() if where is not None else [None] * len(part)
+        cands = [(float(m), r["rationale_id"], t or " ".join(r["sentences"]))
+                 for m, r, t in zip(grouped[lo:hi, 0], part, texts, strict=True)]
+        for k in range(g, end):
+            yield cands[int(starts[k]) - lo:int(starts[k + 1]) - lo]
+        g = end
 
 
 def _pick_pair(cands: list[tuple[float, str, str]], problem: dict[str, Any], pair_by: str,
