@@ -4,6 +4,7 @@
     model = "runs/init"         # the starting policy
     problems = "sqa"
     teacher = "reference"
+    max_tokens = 2048           # teacher reply budget (optional; as `ares-data score --max-tokens`)
     rounds = 2
     schedule = ["rl", "sft"]    # steps of every round: "rl" = rollout -> score -> ppo,
                                 # "sft" = rollout -> correct -> sft; ["rl"] and ["sft"] are the ablations,
@@ -68,6 +69,8 @@ class LoopConfig(BaseConfig):
     tpm: float | None = opt(None, "Client-side teacher tokens/min limit.")
     timeout: float = opt(60.0, "Seconds per teacher request attempt.")
     max_attempts: int = opt(5, "HTTP attempts per teacher request.")
+    max_tokens: int | None = opt(None, "Teacher reply budget in tokens per request (default: the task's, "
+                                 "1024); like `ares-data score --max-tokens`, a new value is a new build.")
     max_cost: float | None = opt(None, "Stop before the teacher calls of one `loop` invocation spend more "
                                  "USD (stops cleanly; rerun to continue, cached replies are free).")
     images: bool = opt(True, "Send problem images to the teacher.")
@@ -88,6 +91,9 @@ class LoopConfig(BaseConfig):
                               hint='e.g. schedule = ["rl", "sft"], ["rl"], ["sft"] or ["rl", "rl", "sft"]')
         if self.rounds < 1:
             raise ConfigError(f"rounds must be >= 1, got {self.rounds}")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ConfigError(f"max_tokens must be >= 1, got {self.max_tokens}",
+                              hint="leave it out for the task's default (1024)")
         return []
 
 

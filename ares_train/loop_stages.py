@@ -66,7 +66,8 @@ def _task(ctx: Context, task_name: str) -> Any:
 
     loop = ctx.settings.loop
     prompt = loop.score_prompt if task_name == "score" else loop.correct_prompt
-    return TASKS[task_name](prompt_path=Path(prompt) if prompt else None, include_images=loop.images)
+    return TASKS[task_name](prompt_path=Path(prompt) if prompt else None, include_images=loop.images,
+                            max_tokens=loop.max_tokens)
 
 
 def teacher_stage(ctx: Context, task_name: str, rationales_ref: str) -> tuple[dict, dict]:

@@ -312,3 +312,40 @@ def test_status_sees_a_run_in_progress(tmp_path: Path) -> None:
         assert run_is_active(tmp_path)
         assert train(["status", tmp_path, "--json"]).json()["active"] is True
     assert not run_is_active(tmp_path)
+
+
+def test_loop_max_tokens_builds_the_same_version_as_the_cli(store_dir: Path, tmp_path: Path) -> None:
+    """[loop] max_tokens reaches the teacher stages like `ares-data score --max-tokens`: one build."""
+    from ares_data.testing.lineage import problem_rows, rationale_rows
+    from ares_train.loop_stages import Context, teacher_stage
+
+    s = Store(store_dir)
+    problems = s.publish("sqa", "problems", problem_rows(2))
+    s.publish("rats", "rationales", rationale_rows(2, 2), parents=[problems])
+    cfg = tmp_path / "ares.toml"
+    cfg.write_text('[loop]\nmodel = "m"\nproblems = "sqa"\nteacher = "reference"\nmax_tokens = 300\n')
+    settings = load_loop_settings(cfg)
+    assert settings.loop.max_tokens == 300
+    ctx = Context(s, settings, tmp_path, prefix="rats")
+    out, metrics = teacher_stage(ctx, "score", "rats@v1")
+    assert not metrics["reused"] and s.resolve(out["scores"]).manifest["params"]["max_tokens"] == 300
+    cli = data(["score", "rats", "--teacher", "reference", "--max-tokens", "300", "--json"]).json()
+    assert cli["ref"] == out["scores"]  # the CLI found the loop's build
+    default = data(["score", "rats", "--teacher", "reference", "--json"]).json()
+    assert default["ref"] != out["scores"]  # another budget is another build
+    unset = load_loop_settings(None, {"model": "m", "problems": "sqa"})
+    assert unset.loop.max_tokens is None
+    assert settings.sha() != unset.sha()  # it decides what the teacher stages make: not operational
+
+
+@pytest.mark.parametrize(("value", "message"), [("0", "max_tokens must be >= 1, got 0"),
+                                                ("-5", "max_tokens must be >= 1, got -5"),
+                                                ("'lots'", "'max_tokens'")])
+def test_loop_max_tokens_is_validated(tmp_path: Path, value: str, message: str) -> None:
+    from ares_data.errors import ConfigError
+
+    cfg = tmp_path / "ares.toml"
+    cfg.write_text(f'[loop]\nmodel = "m"\nproblems = "sqa"\nmax_tokens = {value}\n')
+    with pytest.raises(ConfigError, match=message) as e:
+        load_loop_settings(cfg)
+    assert "unknown key" not in str(e.value)
