@@ -187,6 +187,34 @@ def test_eos_stripped_by_rollout_is_restored(store_dir: Path, text_model: Path) 
     assert load_rollouts(store, capped, sc2, policy).counts["eos_restored"] == 0
 
 
+def test_a_changed_prompt_is_refused_unless_off_policy(store_dir: Path, text_model: Path) -> None:
+    """The prompt ppo rebuilds must be the one rollout stored (a changed chat template = other prompts)."""
+    from ares_data.errors import UsageError
+    from ares_train.modeling import load_policy
+    from ares_train.ppo_data import load_rollouts
+
+    store = Store(store_dir)
+    rat, sc = publish_round(store, text_model, name="tmpl")
+    policy = load_policy(text_model)
+    assert load_rollouts(store, rat, sc, policy).counts["prompt_mismatch"] == 0  # the fixture's prompts match
+    problems = store.parent_chain(rat, "problems")
+    rows = rat.load().to_list()
+    changed = [{**r, "prompt": "<|old template|>" + r["prompt"]} for r in rows]
+    old = store.publish("tmpl-old", "rationales", changed, parents=[problems])
+    with pytest.raises(UsageError) as e:
+        load_rollouts(store, old, sc, policy)
+    msg = str(e.value)
+    first_used = rows[1]  # the first row's scores failed: it is left out before the check
+    assert first_used["rationale_id"] in msg and "--allow-off-policy" in e.value.hint
+    assert repr(("<|old template|>" + first_used["prompt"])[:200]) in msg  # both prompts, 200 chars each
+    assert repr(first_used["prompt"][:200]) in msg
+    data = load_rollouts(store, old, sc, policy, allow_off_policy=True)
+    assert data.counts["prompt_mismatch"] == data.counts["used"] == 7
+    blank = store.publish("tmpl-blank", "rationales", [{**r, "prompt": ""} for r in rows], parents=[problems])
+    data = load_rollouts(store, blank, sc, policy)  # imported rationales record no prompt: nothing to compare
+    assert data.counts["prompt_mismatch"] == 0 and data.counts["used"] == 7
+
+
 def test_ppo_text_model_trains_logs_and_saves(store_dir: Path, text_model: Path, tmp_path: Path) -> None:
     rat, sc = publish_round(Store(store_dir), text_model)
     out = tmp_path / "out"
