@@ -58,22 +58,25 @@ class AnthropicTeacher(SDKTeacher):
         return params
 
     @staticmethod
-    def to_reply(message: Any) -> Reply:
+    def to_reply(message: dict[str, Any]) -> Reply:
+        """A Reply from a Messages API reply body (the JSON object, as sent over HTTP)."""
         data, texts = None, []
-        for block in message.content or []:
-            if block.type == "tool_use" and data is None and isinstance(block.input, dict):
-                data = block.input
-            elif block.type == "text":
-                texts.append(block.text)
+        for block in message.get("content") or []:
+            kind = block.get("type") if isinstance(block, dict) else None
+            if kind == "tool_use" and data is None and isinstance(block.get("input"), dict):
+                data = block["input"]
+            elif kind == "text" and isinstance(block.get("text"), str):
+                texts.append(block["text"])
         text = json.dumps(data, ensure_ascii=False) if data is not None else "".join(texts)
-        usage = message.usage
+        usage = message.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
         return Reply(
             text=text,
             data=data,
-            input_tokens=int(getattr(usage, "input_tokens", 0) or 0),
-            output_tokens=int(getattr(usage, "output_tokens", 0) or 0),
-            stop_reason=message.stop_reason,
-            extra={"id": message.id, "model": message.model},
+            input_tokens=int(usage.get("input_tokens") or 0),
+            output_tokens=int(usage.get("output_tokens") or 0),
+            stop_reason=message.get("stop_reason"),
+            extra={"id": message.get("id"), "model": message.get("model")},
         )
 
     async def send(self, request: Request) -> Reply:
@@ -97,7 +100,7 @@ class AnthropicTeacher(SDKTeacher):
         async for entry in entries:
             result = entry.result
             if result.type == "succeeded":
-                out[entry.custom_id] = self.to_reply(result.message)
+                out[entry.custom_id] = self.to_reply(result.message.to_dict())
             elif result.type == "errored":
                 err = getattr(result.error, "error", None)
                 out[entry.custom_id] = f"errored: {getattr(err, 'type', '?')}: {getattr(err, 'message', '')}"

@@ -85,25 +85,30 @@ class OpenAITeacher(SDKTeacher):
         return params
 
     @staticmethod
-    def to_reply(completion: Any) -> Reply:
-        if not completion.choices:
+    def to_reply(completion: dict[str, Any]) -> Reply:
+        """A Reply from a Chat Completions reply body (the JSON object, as sent over HTTP)."""
+        choices = completion.get("choices")
+        if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
             raise RetryableError("openai: the reply has no choices")
-        choice = completion.choices[0]
-        refusal = getattr(choice.message, "refusal", None)
-        text = choice.message.content or refusal or ""
-        stop = "refusal" if refusal else choice.finish_reason  # a refusal's finish_reason is "stop"
+        choice = choices[0]
+        message = choice.get("message")
+        message = message if isinstance(message, dict) else {}
+        refusal = message.get("refusal")
+        text = message.get("content") or refusal or ""
+        stop = "refusal" if refusal else choice.get("finish_reason")  # a refusal's finish_reason is "stop"
         try:
             data = json.loads(text)
         except (json.JSONDecodeError, TypeError):
             data = None
-        usage = completion.usage
+        usage = completion.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
         return Reply(
             text=text,
             data=data if isinstance(data, dict) else None,
-            input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-            output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            input_tokens=int(usage.get("prompt_tokens") or 0),
+            output_tokens=int(usage.get("completion_tokens") or 0),
             stop_reason=stop,
-            extra={"id": completion.id, "model": completion.model},
+            extra={"id": completion.get("id"), "model": completion.get("model")},
         )
 
     async def send(self, request: Request) -> Reply:
@@ -171,7 +176,8 @@ class OpenAITeacher(SDKTeacher):
             message = (body.get("error") or {}).get("message", "")
             return f"errored: HTTP {response.get('status_code')}: {message}"
         try:
-            return self.to_reply(ChatCompletion.model_validate(body))
+            ChatCompletion.model_validate(body)  # the batch file is checked as the SDK would
+            return self.to_reply(body)
         except (RetryableError, ValueError) as e:
             return f"errored: unreadable batch result ({e})"
 

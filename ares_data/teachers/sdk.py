@@ -64,13 +64,24 @@ class SDKTeacher(Teacher):
         method: Callable[..., Awaitable[Any]],
         limits: Callable[[Mapping[str, str]], dict],
         **params: Any,
-    ) -> Any:
-        """Call a `with_raw_response` method, remember its rate-limit headers, return the parsed object."""
+    ) -> dict[str, Any]:
+        """Call a `with_raw_response` method, remember its rate-limit headers, return the reply's JSON body.
+
+        The body is read as a plain dict (the SDK's `raw.json()`), not parsed into the SDK's pydantic models:
+        the teachers need a handful of fields, and building the models cost about a tenth of the client's CPU
+        per request (see BENCHMARKS.md, Teacher engine). Errors map as in `_call`: a body that is not JSON
+        or not a JSON object is a retryable "unreadable response body"."""
         raw = await self._call(method(**params))
         self._rate_limit = limits(raw.headers)
-        return await self._call(_parsed(raw))
+        body = await self._call(_json(raw))
+        if not isinstance(body, dict):
+            raise RetryableError(f"{self.provider}: unreadable response body (not a JSON object)")
+        return body
 
 
-async def _parsed(raw: Any) -> Any:
-    result = raw.parse()
+async def _json(raw: Any) -> Any:
+    """The body as JSON: anthropic's AsyncAPIResponse has an async `json()`; openai's LegacyAPIResponse has
+    read the body already and exposes the httpx response."""
+    read = getattr(raw, "json", None)
+    result = read() if read is not None else raw.http_response.json()
     return await result if hasattr(result, "__await__") else result
