@@ -186,24 +186,72 @@ def export_prm(store: Store, ref: str, name: str, *, threshold: float = 0.5) -> 
     prompts = _Prompts(problems)
     counts: dict[str, int] = defaultdict(int)
     params = {"export": "prm", "threshold": threshold}
-    table = read_table(source)
     with store.writer(name, "prm", parents=[source], params=params) as w:
-        for r in iter_rows(table, ["rationale_id", "problem_id", "sentences", "scores", "status"]):
-            if _failed(r):
-                counts["skipped_failed"] += 1
-            elif r["problem_id"] not in problems:
-                counts["skipped_no_problem"] += 1
-            else:
-                w.write({"problem_id": r["problem_id"], "rationale_id": r["rationale_id"],
-                         "prompt": prompts[r["problem_id"]], "completions": r["sentences"],
-                         "labels": [float(s) >= threshold for s in r["scores"]], "scores": r["scores"]})
+        out = _Rebatch(w, w._writer.writer_batch_size)  # the batch size the row-by-row writes would use
+        for batch in read_table(source, _SCORE_COLS).to_batches(max_chunksize=BATCH_ROWS):
+            out.add(_prm_batch(batch, problems, prompts, threshold, counts))
+        out.flush()
         for key, n in counts.items():
             w.count(key, n)
     return w.result
 
 
-def _failed(r: dict[str, Any]) -> bool:
-    return r["status"] != "ok" or not r["scores"] or len(r["scores"]) != len(r["sentences"])
+_SCORE_COLS = ["rationale_id", "problem_id", "sentences", "scores", "status"]
+
+
+def _prm_batch(batch: pa.RecordBatch, problems: dict[str, Any], prompts: _Prompts, threshold: float,
+               counts: dict[str, int]) -> pa.Table:
+    """One source batch as PRM rows, column-wise (the same values the row-by-row form gives)."""
+    ok = pc.fill_null(_usable(batch), False)
+    batch = batch.filter(ok)
+    _add(counts, "skipped_failed", len(ok) - batch.num_rows)
+    known = pc.is_in(batch["problem_id"], value_set=pa.array(list(problems), pa.string()))
+    if batch.num_rows and not pc.all(known).as_py():
+        _add(counts, "skipped_no_problem", batch.num_rows - (pc.sum(known).as_py() or 0))
+        batch = batch.filter(known)
+    unique = pc.unique(batch["problem_id"])
+    prompt = pa.array([prompts[p] for p in unique.to_pylist()], pa.string()).take(
+        pc.index_in(batch["problem_id"], value_set=unique))
+    scores = batch["scores"]
+    offsets = pc.subtract(scores.offsets, scores.offsets[0])
+    labels = pc.greater_equal(pc.list_flatten(scores).cast(pa.float64()), threshold)
+    return pa.table({"problem_id": batch["problem_id"], "rationale_id": batch["rationale_id"],
+                     "prompt": prompt, "completions": batch["sentences"],
+                     "labels": pa.ListArray.from_arrays(offsets, labels), "scores": scores})
+
+
+def _add(counts: dict[str, int], key: str, n: int) -> None:
+    if n:  # a count appears in the manifest only once something was counted, as before
+        counts[key] += n
+
+
+def _usable(batch: pa.RecordBatch) -> pa.Array:
+    """Status ok and one score per sentence, per row (null where a list is null)."""
+    n_scores = pc.list_value_length(batch["scores"])
+    return pc.and_(pc.and_(pc.equal(batch["status"], "ok"), pc.greater(n_scores, 0)),
+                   pc.equal(n_scores, pc.list_value_length(batch["sentences"])))
+
+
+class _Rebatch:
+    """Writes tables in record batches of exactly `size` rows, as the row-by-row writer cuts them."""
+
+    def __init__(self, w: Any, size: int) -> None:
+        self.w, self.size, self.parts, self.rows = w, size, [], 0
+
+    def add(self, table: pa.Table) -> None:
+        self.parts.append(table)
+        self.rows += table.num_rows
+        if self.rows >= self.size:
+            table = pa.concat_tables(self.parts)
+            cut = self.rows - self.rows % self.size
+            for start in range(0, cut, self.size):
+                self.w.write_table(table.slice(start, self.size))
+            self.parts, self.rows = [table.slice(cut)], self.rows - cut
+
+    def flush(self) -> None:
+        if self.rows:
+            self.w.write_table(pa.concat_tables(self.parts))
+        self.parts, self.rows = [], 0
 
 
 def export_dpo(store: Store, ref: str, name: str, *, pair_by: str = "score", min_margin: float = 0.0,
@@ -246,13 +294,17 @@ def _dpo_groups(table: pa.Table, counts: dict[str, int]) -> tuple[list[str], np.
     """(problem ids in first-seen order, usable rows as (mean, row) grouped by problem, group starts)."""
     codes: dict[str, int] = {}
     code, means, rows = array("i"), array("d"), array("q")
-    for i, r in enumerate(iter_rows(table, ["problem_id", "sentences", "scores", "status"])):
-        if _failed(r):
-            counts["skipped_failed"] += 1
-            continue
-        code.append(codes.setdefault(r["problem_id"], len(codes)))
-        means.append(sum(r["scores"]) / len(r["scores"]))
-        rows.append(i)
+    first = 0
+    for batch in table.select(_SCORE_COLS).to_batches(max_chunksize=BATCH_ROWS):
+        ok = pc.fill_null(_usable(batch), False)
+        _add(counts, "skipped_failed", len(ok) - (pc.sum(ok).as_py() or 0))
+        pids = pc.filter(batch["problem_id"], ok)
+        unique = pc.unique(pids)
+        batch_codes = pa.array([codes.setdefault(p, len(codes)) for p in unique.to_pylist()], pa.int32())
+        code.extend(batch_codes.take(pc.index_in(pids, value_set=unique)).to_numpy())
+        means.extend(sum(s) / len(s) for s in pc.filter(batch["scores"], ok).to_pylist())
+        rows.extend(first + np.flatnonzero(ok.to_numpy(zero_copy_only=False)))
+        first += batch.num_rows
     order = np.argsort(np.frombuffer(code, dtype=np.int32), kind="stable")
     starts = np.searchsorted(np.frombuffer(code, dtype=np.int32)[order], np.arange(len(codes) + 1))
     grouped = np.stack([np.frombuffer(means, dtype=np.float64)[order],
@@ -268,17 +320,18 @@ def _candidates(store: Store, source: Version, table: pa.Table, grouped: np.ndar
     if rats is not None:  # the last row of a repeated rationale_id wins, as a dict built from the rows would
         n = rats.num_rows
         reverse = pa.array(np.arange(n - 1, -1, -1))
-        found = pc.index_in(table["rationale_id"], value_set=rats["rationale_id"].take(reverse).combine_chunks())
-        where = pc.subtract(pa.scalar(n - 1, pa.int32()), found)
+        ids = rats["rationale_id"].take(reverse).combine_chunks()
+        found = pc.index_in(table["rationale_id"], value_set=ids)
+        where = (n - 1 - pc.fill_null(found, n).to_numpy()).astype(np.int64)  # -1: not found
     g = 0
     while g < len(starts) - 1:
         end = g + 1
         while end < len(starts) - 1 and starts[end + 1] - starts[g] <= BATCH_ROWS:
             end += 1
         lo, hi = int(starts[g]), int(starts[end])
-        rows = pa.array(grouped[lo:hi, 1].astype(np.int64))
-        part = table.select(["rationale_id", "sentences"]).take(rows).to_pylist()
-        texts = rats["text"].take(where.take(rows)).to_pylist() if where is not None else [None] * len(part)
+        rows = grouped[lo:hi, 1].astype(np.int64)
+        part = _take_rows(table.select(["rationale_id", "sentences"]), rows)
+        texts = _texts(rats, where[rows]) if rats is not None else [None] * len(part)
         cands = [(float(m), r["rationale_id"], t or " ".join(r["sentences"]))
                  for m, r, t in zip(grouped[lo:hi, 0], part, texts, strict=True)]
         for k in range(g, end):
@@ -298,6 +351,33 @@ def _pick_pair(cands: list[tuple[float, str, str]], problem: dict[str, Any], pai
     right = [c for c in ranked if parse_answer(c[2], choices).index == answer]
     wrong = [c for c in ranked if parse_answer(c[2], choices).index != answer]
     return (right[0], wrong[-1]) if right and wrong else None
+
+
+def _texts(rats: pa.Table, positions: np.ndarray) -> list[str | None]:
+    """The rationales' texts at `positions` (None where a position is -1)."""
+    texts: list[str | None] = [None] * len(positions)
+    found = np.flatnonzero(positions >= 0)
+    for i, row in zip(found.tolist(), _take_rows(rats.select(["text"]), positions[found]), strict=True):
+        texts[i] = row["text"]
+    return texts
+
+
+def _take_rows(table: pa.Table, rows: np.ndarray) -> list[dict[str, Any]]:
+    """`table.take(rows).to_pylist()`, one record batch at a time: a take over a many-chunk table would
+    first concatenate every chunk (a copy of the whole column)."""
+    batches = table.to_batches()
+    bounds = np.cumsum([0] + [b.num_rows for b in batches])
+    order = np.argsort(rows, kind="stable")
+    wanted = rows[order]
+    cuts = np.searchsorted(wanted, bounds)
+    found: list[dict[str, Any]] = []
+    for c in np.flatnonzero(cuts[1:] > cuts[:-1]):
+        local = pa.array(wanted[cuts[c]:cuts[c + 1]] - bounds[c])
+        found.extend(batches[c].take(local).to_pylist())
+    out: list[dict[str, Any]] = [{}] * len(rows)
+    for i, row in zip(order.tolist(), found, strict=True):
+        out[i] = row
+    return out
 
 
 def summary(version: Version) -> dict[str, Any]:

@@ -86,3 +86,21 @@ def test_streamed_exports_match_across_batches(tmp_path: Path, monkeypatch: pyte
     store = Store(tmp_path / "large")
     build_lineage(store, n_problems=400, k=3)
     _check(store, LARGE)
+
+
+def test_no_failures_and_no_rationales_parent(tmp_path: Path) -> None:
+    """Without failures the manifest has no zero counts; without a rationales parent the DPO texts are the
+    joined sentences."""
+    from ares_data.testing.lineage import problem_rows, rationale_rows, score_rows
+
+    store = Store(tmp_path)
+    problems = store.publish("sqa", "problems", problem_rows(4))
+    rats = rationale_rows(4, 2)
+    scores = store.publish("scores", "scores", score_rows(rats, fail_every=0), parents=[problems])
+    prm = export_prm(store, "scores", "prm")
+    assert (prm.manifest["rows"], prm.manifest["counts"]) == (8, {})
+    dpo = export_dpo(store, "scores", "dpo", images=False)
+    assert (dpo.manifest["rows"], dpo.manifest["counts"]) == (4, {})
+    joined = {r["rationale_id"]: " ".join(r["sentences"]) for r in scores.load()}
+    for row in dpo.load():
+        assert row["chosen"] == joined[row["chosen_rationale_id"]] != row["rejected"]
