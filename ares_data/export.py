@@ -331,9 +331,10 @@ def _candidates(store: Store, source: Version, table: pa.Table, grouped: np.ndar
         lo, hi = int(starts[g]), int(starts[end])
         rows = grouped[lo:hi, 1].astype(np.int64)
         part = _take_rows(table.select(["rationale_id", "sentences"]), rows)
-        texts = _texts(rats, where[rows]) if rats is not None else [None] * len(part)
-        cands = [(float(m), r["rationale_id"], t or " ".join(r["sentences"]))
-                 for m, r, t in zip(grouped[lo:hi, 0], part, texts, strict=True)]
+        joined = pc.binary_join(part["sentences"], " ").to_pylist()
+        texts = _texts(rats, where[rows]) if rats is not None else [None] * len(rows)
+        cands = [(float(m), r, t or j) for m, r, t, j in
+                 zip(grouped[lo:hi, 0], part["rationale_id"].to_pylist(), texts, joined, strict=True)]
         for k in range(g, end):
             yield cands[int(starts[k]) - lo:int(starts[k + 1]) - lo]
         g = end
@@ -357,27 +358,24 @@ def _texts(rats: pa.Table, positions: np.ndarray) -> list[str | None]:
     """The rationales' texts at `positions` (None where a position is -1)."""
     texts: list[str | None] = [None] * len(positions)
     found = np.flatnonzero(positions >= 0)
-    for i, row in zip(found.tolist(), _take_rows(rats.select(["text"]), positions[found]), strict=True):
-        texts[i] = row["text"]
+    taken = _take_rows(rats.select(["text"]), positions[found])["text"].to_pylist()
+    for i, text in zip(found.tolist(), taken, strict=True):
+        texts[i] = text
     return texts
 
 
-def _take_rows(table: pa.Table, rows: np.ndarray) -> list[dict[str, Any]]:
-    """`table.take(rows).to_pylist()`, one record batch at a time: a take over a many-chunk table would
-    first concatenate every chunk (a copy of the whole column)."""
+def _take_rows(table: pa.Table, rows: np.ndarray) -> pa.Table:
+    """`table.take(rows)`, one record batch at a time: a take over a many-chunk table would first
+    concatenate every chunk (a copy of the whole column)."""
     batches = table.to_batches()
     bounds = np.cumsum([0] + [b.num_rows for b in batches])
     order = np.argsort(rows, kind="stable")
     wanted = rows[order]
     cuts = np.searchsorted(wanted, bounds)
-    found: list[dict[str, Any]] = []
-    for c in np.flatnonzero(cuts[1:] > cuts[:-1]):
-        local = pa.array(wanted[cuts[c]:cuts[c + 1]] - bounds[c])
-        found.extend(batches[c].take(local).to_pylist())
-    out: list[dict[str, Any]] = [{}] * len(rows)
-    for i, row in zip(order.tolist(), found, strict=True):
-        out[i] = row
-    return out
+    parts = [batches[c].take(pa.array(wanted[cuts[c]:cuts[c + 1]] - bounds[c]))
+             for c in np.flatnonzero(cuts[1:] > cuts[:-1])]
+    found = pa.Table.from_batches(parts, schema=table.schema).combine_chunks()
+    return found.take(pa.array(np.argsort(order, kind="stable")))
 
 
 def summary(version: Version) -> dict[str, Any]:
