@@ -13,6 +13,10 @@ kept when any problem in the export has one (`images=None`), or forced on/off. W
 `completion`, `chosen` and `rejected` are conversational (one-message lists), the form TRL's vision path
 needs; an export without images gets the `-text` kind: plain strings and no `images` column, which
 text-only models need (TRL treats any `images` column as vision data).
+
+Exports stream: the source is read memory-mapped, BATCH_ROWS rows at a time, and written through
+`Store.writer`; the files are byte-identical to building every row in memory first
+(tests/test_export_stream.py).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import pyarrow.compute as pc
 from datasets import Features, Image, Sequence, Value
 
 from .answers import parse_answer
+from .arrow_batches import Rebatch, take_rows
 from .errors import UsageError
 from .prompting import format_problem
 from .schema import KINDS, register_kind
@@ -187,7 +192,7 @@ def export_prm(store: Store, ref: str, name: str, *, threshold: float = 0.5) -> 
     counts: dict[str, int] = defaultdict(int)
     params = {"export": "prm", "threshold": threshold}
     with store.writer(name, "prm", parents=[source], params=params) as w:
-        out = _Rebatch(w, w._writer.writer_batch_size)  # the batch size the row-by-row writes would use
+        out = Rebatch(w, w._writer.writer_batch_size)  # the batch size the row-by-row writes would use
         for batch in read_table(source, _SCORE_COLS).to_batches(max_chunksize=BATCH_ROWS):
             out.add(_prm_batch(batch, problems, prompts, threshold, counts))
         out.flush()
@@ -230,28 +235,6 @@ def _usable(batch: pa.RecordBatch) -> pa.Array:
     n_scores = pc.list_value_length(batch["scores"])
     return pc.and_(pc.and_(pc.equal(batch["status"], "ok"), pc.greater(n_scores, 0)),
                    pc.equal(n_scores, pc.list_value_length(batch["sentences"])))
-
-
-class _Rebatch:
-    """Writes tables in record batches of exactly `size` rows, as the row-by-row writer cuts them."""
-
-    def __init__(self, w: Any, size: int) -> None:
-        self.w, self.size, self.parts, self.rows = w, size, [], 0
-
-    def add(self, table: pa.Table) -> None:
-        self.parts.append(table)
-        self.rows += table.num_rows
-        if self.rows >= self.size:
-            table = pa.concat_tables(self.parts)
-            cut = self.rows - self.rows % self.size
-            for start in range(0, cut, self.size):
-                self.w.write_table(table.slice(start, self.size))
-            self.parts, self.rows = [table.slice(cut)], self.rows - cut
-
-    def flush(self) -> None:
-        if self.rows:
-            self.w.write_table(pa.concat_tables(self.parts))
-        self.parts, self.rows = [], 0
 
 
 def export_dpo(store: Store, ref: str, name: str, *, pair_by: str = "score", min_margin: float = 0.0,
@@ -330,7 +313,7 @@ def _candidates(store: Store, source: Version, table: pa.Table, grouped: np.ndar
             end += 1
         lo, hi = int(starts[g]), int(starts[end])
         rows = grouped[lo:hi, 1].astype(np.int64)
-        part = _take_rows(table.select(["rationale_id", "sentences"]), rows)
+        part = take_rows(table.select(["rationale_id", "sentences"]), rows)
         joined = pc.binary_join(part["sentences"], " ").to_pylist()
         texts = _texts(rats, where[rows]) if rats is not None else [None] * len(rows)
         cands = [(float(m), r, t or j) for m, r, t, j in
@@ -358,24 +341,10 @@ def _texts(rats: pa.Table, positions: np.ndarray) -> list[str | None]:
     """The rationales' texts at `positions` (None where a position is -1)."""
     texts: list[str | None] = [None] * len(positions)
     found = np.flatnonzero(positions >= 0)
-    taken = _take_rows(rats.select(["text"]), positions[found])["text"].to_pylist()
+    taken = take_rows(rats.select(["text"]), positions[found])["text"].to_pylist()
     for i, text in zip(found.tolist(), taken, strict=True):
         texts[i] = text
     return texts
-
-
-def _take_rows(table: pa.Table, rows: np.ndarray) -> pa.Table:
-    """`table.take(rows)`, one record batch at a time: a take over a many-chunk table would first
-    concatenate every chunk (a copy of the whole column)."""
-    batches = table.to_batches()
-    bounds = np.cumsum([0] + [b.num_rows for b in batches])
-    order = np.argsort(rows, kind="stable")
-    wanted = rows[order]
-    cuts = np.searchsorted(wanted, bounds)
-    parts = [batches[c].take(pa.array(wanted[cuts[c]:cuts[c + 1]] - bounds[c]))
-             for c in np.flatnonzero(cuts[1:] > cuts[:-1])]
-    found = pa.Table.from_batches(parts, schema=table.schema).combine_chunks()
-    return found.take(pa.array(np.argsort(order, kind="stable")))
 
 
 def summary(version: Version) -> dict[str, Any]:
