@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -31,8 +32,13 @@ def score_run(srv, provider: str, n: int, concurrency: int) -> dict:  # noqa: AN
         base = srv.anthropic_base_url if provider == "anthropic" else srv.openai_base_url
         cmd = [sys.executable, "-m", "ares_data.cli", "score", "rats", "--teacher", TEACHERS[provider],
                "--base-url", base, "--concurrency", str(concurrency), "--json"]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         out = subprocess.run(cmd, env=env(root), capture_output=True, text=True, check=True)
-        return json.loads(out.stdout)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        result = json.loads(out.stdout)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        result["client_cpu_ms_per_request"] = round(cpu / max(result["sent"], 1) * 1000, 2)
+        return result
 
 
 def engine_only(n: int, concurrency: int) -> None:
@@ -92,6 +98,8 @@ def main() -> None:
         ("elapsed (s)", fast["elapsed_s"], base["elapsed_s"]),
         ("requests/s", fast["requests_per_s"], base["requests_per_s"]),
         ("ideal requests/s", ideal, 1000.0 / a.latency_ms),
+        ("client CPU per request, whole process (ms)", fast["client_cpu_ms_per_request"],
+         base["client_cpu_ms_per_request"]),
         ("% of ideal", round(100 * fast["requests_per_s"] / ideal, 1),
          round(100 * base["requests_per_s"] * a.latency_ms / 1000.0, 1)),
     ]
