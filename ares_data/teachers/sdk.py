@@ -68,7 +68,7 @@ class SDKTeacher(Teacher):
         """Call a `with_raw_response` method, remember its rate-limit headers, return the reply's JSON body.
 
         The body is read as a plain dict (the SDK's `raw.json()`), not parsed into the SDK's pydantic models:
-        the teachers need a handful of fields, and building the models cost about a tenth of the client's CPU
+        the teachers need a handful of fields, and building the models cost about 13% of the client's CPU
         per request (see BENCHMARKS.md, Teacher engine). Errors map as in `_call`: a body that is not JSON
         or not a JSON object is a retryable "unreadable response body"."""
         raw = await self._call(method(**params))
