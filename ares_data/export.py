@@ -192,7 +192,7 @@ def export_prm(store: Store, ref: str, name: str, *, threshold: float = 0.5) -> 
     counts: dict[str, int] = defaultdict(int)
     params = {"export": "prm", "threshold": threshold}
     with store.writer(name, "prm", parents=[source], params=params) as w:
-        out = Rebatch(w, w._writer.writer_batch_size)  # the batch size the row-by-row writes would use
+        out = Rebatch(w, w.batch_size)  # the batch size the row-by-row writes would use
         for batch in read_table(source, _SCORE_COLS).to_batches(max_chunksize=BATCH_ROWS):
             out.add(_prm_batch(batch, problems, prompts, threshold, counts))
         out.flush()

@@ -124,6 +124,11 @@ class Writer:
         self.features = features_for(self.kind)
         self._writer = ArrowWriter(features=self.features, path=str(self.tmp / DATA_FILE))
 
+    @property
+    def batch_size(self) -> int:
+        """Rows per Arrow record batch that row-by-row writes produce (bulk writers can match it)."""
+        return self._writer.writer_batch_size
+
     def write(self, row: dict[str, Any]) -> None:
         try:
             example = self.features.encode_example(row)
