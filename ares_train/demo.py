@@ -76,7 +76,7 @@ def gold_corrections(store: Store, problems: Version, name: str = "sqa-gold",
 
 
 def loop_settings(opts: DemoOptions, model: str) -> Any:
-    from .loop_config import LoopConfig, LoopSettings
+    from .loop.config import LoopConfig, LoopSettings
 
     loop = LoopConfig(model=model, problems="sqa", teacher=opts.teacher,
                       teacher_base_url=opts.teacher_base_url, rounds=opts.rounds, schedule="rl,sft",
@@ -128,8 +128,8 @@ def run_demo(opts: DemoOptions, reporter: Any = None) -> dict[str, Any]:
     from ares_data.judging import run_judge
     from ares_data.teachers import make_teacher
 
-    from . import loop_stages
-    from .loop import LoopRun, check_teacher, round_table
+    from .loop import stages as loop_stages
+    from .loop.run import LoopRun, check_teacher, round_table
 
     check_teacher(loop_settings(opts, str(opts.out / "models" / "warm")).loop)  # before minutes of work
     if opts.threads > 0:

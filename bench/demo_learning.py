@@ -17,8 +17,8 @@ import json
 from pathlib import Path
 
 from ares_data.store import Store
-from ares_train import loop_stages
 from ares_train.demo import DemoOptions, loop_settings, run_demo
+from ares_train.loop import stages as loop_stages
 
 
 def measure(store: Store, out: Path, model: str, tag: str) -> dict:
@@ -38,7 +38,7 @@ def measure(store: Store, out: Path, model: str, tag: str) -> dict:
 
 
 def rl_only(store: Store, out: Path, warm: str, rounds: int, lr: float) -> list[float]:
-    from ares_train.loop import LoopRun, round_table
+    from ares_train.loop.run import LoopRun, round_table
 
     settings = loop_settings(DemoOptions(out=out, rounds=rounds), warm)
     settings.loop.schedule, settings.loop.eval_split, settings.loop.name = "rl", "", f"bench-rl-{lr:g}"

@@ -98,7 +98,7 @@ def build_model(out: Path, hidden: int, layers: int) -> Path:
 
 def ours(model: Path, problems: str, a: argparse.Namespace, run: int, work: Path) -> dict[str, float]:
     from ares_data.store import Store
-    from ares_train.ppo_run import PPORunConfig, run_ppo
+    from ares_train.ppo.run import PPORunConfig, run_ppo
     from ares_train.rollout import RolloutConfig, run_rollout
 
     store = Store(work / "store")
@@ -161,8 +161,8 @@ def trl_round(model: Path, problems: str, a: argparse.Namespace, run: int, work:
 
     from ares_data.store import Store
     from ares_train.modeling import load_policy
-    from ares_train.ppo import PPOConfig, PPOTrainer
-    from ares_train.ppo_run import resolve_optim
+    from ares_train.ppo.run import resolve_optim
+    from ares_train.ppo.trl_base import PPOConfig, PPOTrainer
     from ares_train.prompting import render_prompt
 
     rows = list(Store(work / "store").resolve(problems).load().select(range(a.prompts)))
@@ -267,7 +267,7 @@ def memory_child(a: argparse.Namespace) -> None:
     training (the high-water mark is reset once all models are loaded, so transient loading buffers and
     allocator noise from start-up do not decide the comparison)."""
     from ares_data.store import Store
-    from ares_train.ppo_run import PPORunConfig, build_trainer
+    from ares_train.ppo.run import PPORunConfig, build_trainer
 
     work = Path(a.work)
     cfg = PPORunConfig(
@@ -344,7 +344,7 @@ def alignment() -> dict[str, Any]:
     """ms per rationale to find token spans from stored ids: windowed decoding vs decoding every prefix."""
     import random
 
-    from ares_train.rewards import prefix_ends, spans_from_ids
+    from ares_train.ppo.rewards import prefix_ends, spans_from_ids
     from ares_train.tiny import train_tokenizer
 
     words = (

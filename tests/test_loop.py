@@ -16,8 +16,8 @@ import pytest
 
 from ares_data.store import Store
 from ares_data.testing.teacher_server import serve
-from ares_train.loop import plan_stages
-from ares_train.loop_config import LoopConfig, LoopSettings, load_loop_settings
+from ares_train.loop.config import LoopConfig, LoopSettings, load_loop_settings
+from ares_train.loop.run import plan_stages
 
 from .helpers import data, train
 
@@ -292,7 +292,7 @@ def test_teacher_problems_fail_before_any_work(store_dir: Path, tmp_path: Path, 
 
 
 def test_run_folder_name_becomes_a_valid_dataset_prefix(store_dir: Path, tmp_path: Path) -> None:
-    from ares_train.loop import LoopRun
+    from ares_train.loop.run import LoopRun
 
     settings = load_loop_settings(None, {"model": "m", "problems": "sqa"})
     assert LoopRun(tmp_path / "rl,rl,sft run", settings, Store(store_dir)).prefix == "rl-rl-sft-run"
@@ -304,7 +304,7 @@ def test_run_folder_name_becomes_a_valid_dataset_prefix(store_dir: Path, tmp_pat
 
 
 def test_status_sees_a_run_in_progress(tmp_path: Path) -> None:
-    from ares_train.loop import run_is_active, run_lock
+    from ares_train.loop.run import run_is_active, run_lock
 
     (tmp_path / "run.json").write_text(json.dumps({"status": "running", "stages": []}))
     assert not run_is_active(tmp_path)
@@ -317,7 +317,7 @@ def test_status_sees_a_run_in_progress(tmp_path: Path) -> None:
 def test_loop_max_tokens_builds_the_same_version_as_the_cli(store_dir: Path, tmp_path: Path) -> None:
     """[loop] max_tokens reaches the teacher stages like `ares-data score --max-tokens`: one build."""
     from ares_data.testing.lineage import problem_rows, rationale_rows
-    from ares_train.loop_stages import Context, teacher_stage
+    from ares_train.loop.stages import Context, teacher_stage
 
     s = Store(store_dir)
     problems = s.publish("sqa", "problems", problem_rows(2))

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ares_data.store import Store
-from ares_train.ppo import gae, kl_per_token, ppo_loss, token_rewards
+from ares_train.ppo.algorithm import gae, kl_per_token, ppo_loss, token_rewards
 from tests.helpers import train
 from tests.ppo_fixtures import publish_round
 
@@ -81,7 +81,7 @@ def test_loss_matches_independent_computation(gamma: float, lam: float) -> None:
 
 def test_rollouts_are_shared_equally_and_the_remainder_counted() -> None:
     from ares_data.errors import InputError
-    from ares_train.ppo_trainer import share_rollouts
+    from ares_train.ppo.trainer import share_rollouts
 
     rows = list(range(11))
     shares = [share_rollouts(rows, world=3, rank=r, seed=5) for r in range(3)]
@@ -141,7 +141,7 @@ def _ppo(store_dir: Path, model: Path, rat: str, sc: str, out: Path, *extra: str
 
 def test_buffer_logprobs_match_unpadded_forward(store_dir: Path, text_model: Path, tmp_path: Path) -> None:
     """Left-padded prompts + right-padded responses give the log-probs of one unpadded sequence at a time."""
-    from ares_train.ppo_run import PPORunConfig, build_trainer
+    from ares_train.ppo.run import PPORunConfig, build_trainer
 
     rat, sc = publish_round(Store(store_dir), text_model, n_problems=3)
     cfg = PPORunConfig(
@@ -169,7 +169,7 @@ def test_buffer_logprobs_match_unpadded_forward(store_dir: Path, text_model: Pat
 
 def test_eos_stripped_by_rollout_is_restored(store_dir: Path, text_model: Path) -> None:
     from ares_train.modeling import load_policy
-    from ares_train.ppo_data import load_rollouts
+    from ares_train.ppo.data import load_rollouts
 
     store = Store(store_dir)
     rat, sc = publish_round(store, text_model, max_new_tokens=64, name="eos")
@@ -191,7 +191,7 @@ def test_a_changed_prompt_is_refused_unless_off_policy(store_dir: Path, text_mod
     """The prompt ppo rebuilds must be the one rollout stored (a changed chat template = other prompts)."""
     from ares_data.errors import UsageError
     from ares_train.modeling import load_policy
-    from ares_train.ppo_data import load_rollouts
+    from ares_train.ppo.data import load_rollouts
 
     store = Store(store_dir)
     rat, sc = publish_round(store, text_model, name="tmpl")
@@ -247,7 +247,7 @@ def test_ppo_text_model_trains_logs_and_saves(store_dir: Path, text_model: Path,
 
 def test_ppo_vlm_trains_with_images(store_dir: Path, vlm_model: Path, tmp_path: Path) -> None:
     from ares_train.modeling import load_policy
-    from ares_train.ppo_data import load_rollouts
+    from ares_train.ppo.data import load_rollouts
 
     store = Store(store_dir)
     rat, sc = publish_round(store, vlm_model, images=True)
@@ -256,7 +256,7 @@ def test_ppo_vlm_trains_with_images(store_dir: Path, vlm_model: Path, tmp_path: 
     out = tmp_path / "out"
     res = _ppo(store_dir, vlm_model, rat.ref, sc.ref, out)
     assert res.exit_code == 0, res.output
-    from ares_train.ppo_run import read_log
+    from ares_train.ppo.run import read_log
 
     assert [math.isfinite(e["loss/total"]) for e in read_log(out)] == [True, True]
     before, after = _weights(vlm_model), _weights(out)
@@ -311,7 +311,7 @@ def test_off_policy_rationales_are_refused(store_dir: Path, text_model: Path, tm
 
 
 def test_interrupted_run_resumes(store_dir: Path, text_model: Path, tmp_path: Path) -> None:
-    from ares_train.ppo_run import PPORunConfig, read_log, run_ppo
+    from ares_train.ppo.run import PPORunConfig, read_log, run_ppo
 
     store = Store(store_dir)
     rat, sc = publish_round(store, text_model)
@@ -354,7 +354,7 @@ def test_crash_while_checkpointing_keeps_the_previous_checkpoint(
     """A checkpoint is swapped in whole: a crash half-way through saving epoch 1 leaves epoch 0's intact."""
     import hashlib
 
-    from ares_train.ppo_run import PPORunConfig, run_ppo
+    from ares_train.ppo.run import PPORunConfig, run_ppo
 
     store = Store(store_dir)
     rat, sc = publish_round(store, text_model)
@@ -439,7 +439,7 @@ def test_rollout_score_ppo_end_to_end_on_the_shipped_sample(
 
 
 def test_buffers_split_the_rollouts(store_dir: Path, text_model: Path, tmp_path: Path) -> None:
-    from ares_train.ppo_run import PPORunConfig, run_ppo
+    from ares_train.ppo.run import PPORunConfig, run_ppo
 
     store = Store(store_dir)
     rat, sc = publish_round(store, text_model)

@@ -14,7 +14,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from ares_data.errors import InputError
-from ares_train.rewards import align_sentence_rewards, spans_from_ids
+from ares_train.ppo.rewards import align_sentence_rewards, spans_from_ids
 
 
 def byte_level_bpe() -> PreTrainedTokenizerFast:
@@ -174,7 +174,7 @@ def test_mismatched_ids_and_scores_are_input_errors() -> None:
 @pytest.mark.parametrize("kind", ["bpe", "sentencepiece"])
 def test_windowed_decoding_matches_prefix_decoding(kind: str) -> None:
     """Linear-time windowed token ends equal the exact every-prefix ends (tokenizers trained in-process)."""
-    from ares_train.rewards import prefix_ends, windowed_ends
+    from ares_train.ppo.rewards import prefix_ends, windowed_ends
     from ares_train.tiny import train_tokenizer
 
     tok, rng = train_tokenizer(None, kind, 300), random.Random(1)
@@ -187,7 +187,7 @@ def test_windowed_decoding_matches_prefix_decoding(kind: str) -> None:
 
 
 def test_text_ending_in_a_replacement_character_falls_back_to_prefix_decoding() -> None:
-    from ares_train.rewards import windowed_ends
+    from ares_train.ppo.rewards import windowed_ends
 
     tok = byte_level_bpe()
     text = "Is hot?! \ufffd"

@@ -145,8 +145,8 @@ def test_max_tokens_is_sent_and_decides_the_build(store_dir: Path, srv) -> None:
 
 
 def test_the_loop_and_the_cli_publish_the_same_version(store_dir: Path, tmp_path: Path) -> None:
-    from ares_train.loop_config import LoopConfig, LoopSettings
-    from ares_train.loop_stages import Context, teacher_stage
+    from ares_train.loop.config import LoopConfig, LoopSettings
+    from ares_train.loop.stages import Context, teacher_stage
 
     s = make_rationales(store_dir, n_problems=2, k=2)
     settings = LoopSettings(LoopConfig(problems="sqa", teacher="reference"), {}, {}, {}, {})

@@ -43,8 +43,8 @@ def loop_cmd(
     from ..deps import require_train_extra
 
     require_train_extra()
-    from ..loop import LoopRun, round_table
-    from ..loop_config import load_loop_settings
+    from ..loop.config import load_loop_settings
+    from ..loop.run import LoopRun, round_table
 
     overrides = {"model": model, "problems": problems, "teacher": teacher, "rounds": rounds,
                  "teacher_base_url": teacher_base_url, "schedule": schedule}
@@ -72,7 +72,7 @@ def status_cmd(
 ) -> None:
     """Show where a loop run is: every stage with its status, outputs, key metrics and time, then reward and
     accuracy per round. Example: ares-train status runs/ares1 --json"""
-    from ..loop import read_run, round_table, run_is_active
+    from ..loop.run import read_run, round_table, run_is_active
 
     manifest = read_run(run_dir)
     stages = manifest.get("stages", [])

@@ -8,7 +8,7 @@ import typer
 
 from ares_data.commands.common import JsonOpt, StoreOpt, emit_json, err_console, get_store
 
-from ..ppo_run import PPORunConfig
+from ..ppo.run import PPORunConfig
 from .train_common import ConfigOpt, config_option, print_warnings, progress_bar
 
 app = typer.Typer()
@@ -59,7 +59,7 @@ def ppo_cmd(
 
     require_train_extra()
     from ..config import build_config
-    from ..ppo_run import run_ppo
+    from ..ppo.run import run_ppo
 
     cfg, warnings = build_config(PPORunConfig, config, overrides, section="ppo")
     print_warnings(warnings)

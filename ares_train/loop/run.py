@@ -33,8 +33,8 @@ from typing import Any, Protocol
 from ares_data.errors import AresError, ConfigError, UsageError
 from ares_data.store import Store, check_name
 
-from . import loop_stages as stages
-from .loop_config import LoopConfig, LoopSettings
+from . import stages
+from .config import LoopConfig, LoopSettings
 
 RUN_FILE = "run.json"
 FORMAT = 1

@@ -3,7 +3,7 @@
 Loads the policy (optionally with a new LoRA adapter), the value model (initialised from the policy or from
 `value_model`), the frozen reference (`ref_model`, else a copy of the initial policy, else with LoRA the
 adapter-disabled policy), builds the rollouts from the rationales + scores datasets, trains with
-`ares_train.ppo_trainer.SentencePPOTrainer` and writes the policy (or adapter) + `ares-checkpoint.json` to
+`ares_train.ppo.trainer.SentencePPOTrainer` and writes the policy (or adapter) + `ares-checkpoint.json` to
 OUTDIR.
 A run interrupted after some PPO epochs resumes from OUTDIR/checkpoint when started again.
 
@@ -25,8 +25,8 @@ from typing import Any
 from ares_data.errors import ConfigError, InputError
 from ares_data.store import Store
 
-from .checkpoint import MANIFEST
-from .config import LoraFields, opt, params_json
+from ..checkpoint import MANIFEST
+from ..config import LoraFields, opt, params_json
 from .rewards import NEUTRAL_SCORE
 
 LOG_FILE = "ppo_log.jsonl"
@@ -121,9 +121,9 @@ class PPOResult:
 def _value_model(cfg: PPORunConfig, policy: Any) -> Any:
     import torch
 
-    from .lora import peft_config
-    from .modeling import load_policy
-    from .ppo import ValueModel
+    from ..lora import peft_config
+    from ..modeling import load_policy
+    from .value import ValueModel
 
     lm = load_policy(cfg.value_model or cfg.model, dtype=cfg.dtype).model
     if hasattr(lm, "merge_and_unload"):  # an adapter folder: the value model starts from the merged policy
@@ -142,7 +142,7 @@ def _value_model(cfg: PPORunConfig, policy: Any) -> Any:
 
 
 def _ref_model(cfg: PPORunConfig, policy: Any) -> Any:
-    from .modeling import load_policy
+    from ..modeling import load_policy
 
     if cfg.ref_model:
         return load_policy(cfg.ref_model, dtype=cfg.dtype).model
@@ -162,7 +162,7 @@ def resolve_optim(name: str) -> str:
 def ppo_config(cfg: PPORunConfig, outdir: Path) -> Any:
     import torch
 
-    from .ppo import PPOConfig
+    from .trl_base import PPOConfig
 
     return PPOConfig(
         output_dir=str(outdir),
@@ -196,12 +196,12 @@ def build_trainer(
     cfg: PPORunConfig, store: Store | None = None, on_step: Callable[[int, int], None] | None = None
 ) -> tuple[Any, Any, Any, list[Any]]:
     """Load models + rollouts and set up the trainer -> (trainer, policy, rollouts, [rationales, scores])."""
-    from .deps import require_train_extra
+    from ..deps import require_train_extra
 
     require_train_extra()
     cfg.validate()
-    from .modeling import load_policy, weights_fingerprint
-    from .ppo_data import collate, load_rollouts
+    from ..modeling import load_policy, weights_fingerprint
+    from .data import collate, load_rollouts
 
     store = store or Store()
     rationales = store.resolve_kind(cfg.rationales, "rationales")
@@ -242,7 +242,7 @@ def build_trainer(
 def _make_trainer(
     cfg: PPORunConfig, outdir: Path, policy: Any, data: Any, collate_fn: Any, on_step: Any
 ) -> Any:
-    from .ppo_trainer import SentencePPOTrainer
+    from .trainer import SentencePPOTrainer
 
     return SentencePPOTrainer(
         ppo_config(cfg, outdir),
@@ -294,8 +294,8 @@ def _save(
     counts: Any,
     history: list[dict[str, float]],
 ) -> Path:
-    from .checkpoint import write_checkpoint_manifest
-    from .lora import save_merged
+    from ..checkpoint import write_checkpoint_manifest
+    from ..lora import save_merged
 
     trainer.accelerator.wait_for_everyone()
     model = trainer.unwrapped_policy()

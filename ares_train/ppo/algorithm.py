@@ -1,39 +1,20 @@
-"""PPO with sentence-level teacher rewards, built on TRL's `trl.experimental.ppo`: the PPO arithmetic.
+"""The PPO arithmetic of the ARES RL stage: per-token KL, per-token rewards, GAE, the clipped policy and value
+loss, and response log-probs at the sampling temperature.
 
-This is the one module of the project that imports TRL's PPO internals (`ares_train.ppo_trainer` and the
-benchmark take them from here). From TRL we use `PPOConfig` (the hyper-parameters and TrainingArguments),
-`PPOTrainer`'s set-up (Accelerator, optimizer and LR schedule, report_to callbacks, the frozen reference copy
-or the adapter-disabled LoRA reference, saving) and `PolicyAndValueWrapper`, plus its masked mean/whiten and
-log-prob helpers. Here: the per-token KL and rewards (the sentence rewards come from `ares_train.rewards`),
-GAE with whitened advantages, the clipped policy + value loss, and the value model (a scalar head on the
-policy's backbone). The trainer that feeds dataset rollouts through them is `ares_train.ppo_trainer`.
+Pure tensor functions (no models, no I/O), tested against hand computations in tests/test_ppo.py. The
+sentence rewards they take come from `ares_train.ppo.rewards` (placement at sentence-end tokens); the trainer
+that feeds buffers through them is `ares_train.ppo.trainer`.
 """
 
 from __future__ import annotations
 
-import os
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import torch
-from torch import nn
 
-os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    from trl.experimental.ppo import PPOConfig, PPOTrainer
-    from trl.experimental.ppo.ppo_trainer import PolicyAndValueWrapper, masked_mean, masked_whiten
-    from trl.trainer.utils import selective_log_softmax
+from .trl_base import masked_mean, masked_whiten, selective_log_softmax
 
 __all__ = [
-    "PPOConfig",
-    "PolicyAndValueWrapper",
-    "PPOTrainer",
-    "ValueModel",
-    "DatasetRewards",
-    "masked_mean",
     "gae",
     "kl_per_token",
     "ppo_loss",
@@ -134,40 +115,3 @@ def mean_loss(outs: list[LossOut]) -> LossOut:
 def response_logprobs(logits: torch.Tensor, responses: torch.Tensor, temperature: float) -> torch.Tensor:
     """Log-probs of the response tokens at the sampling temperature (float32 for the PPO arithmetic)."""
     return selective_log_softmax(logits / (temperature + 1e-7), responses).float()
-
-
-# ---- the value model ------------------------------------------------------------------------------
-class ValueModel(nn.Module):
-    """A scalar head on a language-model backbone (text or vision-language), as TRL's wrapper expects:
-    `getattr(model, model.base_model_prefix)` is the backbone, `model.score` maps hidden states to values."""
-
-    base_model_prefix = "backbone"
-
-    def __init__(self, backbone: nn.Module, hidden_size: int) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.score = nn.Linear(hidden_size, 1)
-        nn.init.zeros_(self.score.weight)
-        nn.init.zeros_(self.score.bias)
-
-    @classmethod
-    def from_causal_lm(cls, lm: nn.Module) -> ValueModel:
-        """Take the backbone of a loaded causal LM / VLM (its output head is dropped)."""
-        hidden = lm.get_output_embeddings().in_features
-        backbone = getattr(lm, lm.base_model_prefix)
-        return cls(backbone, hidden)
-
-    def forward(self, **kwargs: Any) -> torch.Tensor:
-        kwargs["output_hidden_states"] = True
-        out = self.backbone(**kwargs)
-        return self.score(out.hidden_states[-1]).squeeze(-1)
-
-    def save(self, path: Path) -> None:
-        torch.save(self.state_dict(), path)
-
-
-class DatasetRewards(nn.Module):
-    """Stands in for TRL's reward model: ARES rewards come from the scores dataset, not a model."""
-
-    def forward(self, *args: Any, **kwargs: Any) -> None:  # pragma: no cover - never called
-        raise RuntimeError("ARES PPO takes its rewards from the scores dataset")

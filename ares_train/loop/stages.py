@@ -16,7 +16,7 @@ from typing import Any
 
 from ares_data.store import Store, Version
 
-from .loop_config import LoopSettings
+from .config import LoopSettings
 
 Progress = Callable[[int, int | None], None]
 
@@ -36,14 +36,14 @@ class Context:
 
 
 def sft_config_class() -> type:
-    from .sft import SFTConfig
+    from ..sft import SFTConfig
 
     return SFTConfig
 
 
 # ---- rollout ----------------------------------------------------------------------------------------
 def rollout(ctx: Context, model: str, round_: int, step: int, k: int | None = None) -> tuple[dict, dict]:
-    from .rollout import RolloutConfig, run_rollout
+    from ..rollout import RolloutConfig, run_rollout
 
     loop = ctx.settings.loop
     values = {**ctx.settings.rollout, "model": model, "problems": loop.problems,
@@ -116,7 +116,7 @@ def _teacher_metrics(version: Version) -> dict[str, Any]:
 # ---- training --------------------------------------------------------------------------------------
 def _finished_checkpoint(outdir: Path, datasets: list[str], store: Store) -> dict | None:
     """The checkpoint manifest when `outdir` already holds a finished checkpoint trained on `datasets`."""
-    from .checkpoint import read_checkpoint_manifest
+    from ..checkpoint import read_checkpoint_manifest
 
     manifest = read_checkpoint_manifest(outdir)
     if manifest is None:
@@ -126,7 +126,7 @@ def _finished_checkpoint(outdir: Path, datasets: list[str], store: Store) -> dic
 
 
 def ppo(ctx: Context, model: str, rationales: str, scores: str, outdir: Path) -> tuple[dict, dict]:
-    from .ppo_run import PPORunConfig, run_ppo
+    from ..ppo.run import PPORunConfig, run_ppo
 
     done = _finished_checkpoint(outdir, [rationales, scores], ctx.store)
     if done is None:
@@ -140,7 +140,7 @@ def ppo(ctx: Context, model: str, rationales: str, scores: str, outdir: Path) ->
 
 
 def sft(ctx: Context, model: str, corrections: str, outdir: Path) -> tuple[dict, dict]:
-    from .sft import SFTConfig, run_sft
+    from ..sft import SFTConfig, run_sft
 
     done = _finished_checkpoint(outdir, [corrections], ctx.store)
     if done is None:
@@ -156,7 +156,7 @@ def sft(ctx: Context, model: str, corrections: str, outdir: Path) -> tuple[dict,
 
 # ---- evaluation ------------------------------------------------------------------------------------
 def evaluate(ctx: Context, model: str) -> tuple[dict, dict]:
-    from .eval import EvalOptions, run_eval
+    from ..eval import EvalOptions, run_eval
 
     loop = ctx.settings.loop
     opts = EvalOptions(**{**ctx.settings.eval, "split": loop.eval_split})

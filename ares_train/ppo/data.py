@@ -2,7 +2,7 @@
 
 Each usable rationale becomes a `Rollout`: the prompt the policy saw (re-built from the parent problems
 dataset with `ares_train.prompting`, images included for VLMs), the response token ids and the per-token
-sentence reward (`ares_train.rewards`). Rows whose scores failed or are missing are left out and counted.
+sentence reward (`ares_train.ppo.rewards`). Rows whose scores failed or are missing are left out and counted.
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ def _prompt_features(
     policy: Any, problem: dict[str, Any]
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], str]:
     """`prompt_features` plus the prompt text (what rollout stores in the `prompt` column)."""
-    from .prompting import build_inputs
+    from ..prompting import build_inputs
 
     enc = build_inputs(policy, [problem])
     ids = enc["input_ids"][0]

@@ -1,8 +1,9 @@
 """The ARES PPO trainer: TRL's `PPOTrainer` set-up with a train loop over dataset rollouts.
 
-Rollouts come from a rationales dataset instead of being generated (`ares_train.ppo_data` turns them into
+Rollouts come from a rationales dataset instead of being generated (`ares_train.ppo.data` turns them into
 padded tensors, images included for VLMs); the reward is placed on the token ending each scored sentence
-(`ares_train.rewards`); the arithmetic and every TRL PPO import live in `ares_train.ppo`.
+(`ares_train.ppo.rewards`); the arithmetic is `ares_train.ppo.algorithm`, every TRL PPO import is in
+`ares_train.ppo.trl_base`.
 
 The rollouts of one RL round all come from the initial policy, so a buffer is a chunk of the dataset
 (by default all of it): old log-probs, reference log-probs and values are computed once per buffer, then
@@ -27,19 +28,9 @@ from torch import nn
 
 from ares_data.errors import InputError
 
-from .ppo import (
-    DatasetRewards,
-    LossOut,
-    PPOConfig,
-    PPOTrainer,
-    ValueModel,
-    gae,
-    kl_per_token,
-    mean_loss,
-    ppo_loss,
-    response_logprobs,
-    token_rewards,
-)
+from .algorithm import LossOut, gae, kl_per_token, mean_loss, ppo_loss, response_logprobs, token_rewards
+from .trl_base import PPOConfig, PPOTrainer
+from .value import DatasetRewards, ValueModel
 
 __all__ = ["Buffer", "SentencePPOTrainer", "share_rollouts"]
 
@@ -60,7 +51,7 @@ def share_rollouts(rollouts: list[Any], world: int, rank: int, seed: int) -> tup
 class Buffer:
     """Per-process rollouts of one buffer plus the per-token tensors computed once for it."""
 
-    rows: list[Any]  # ares_train.ppo_data.Rollout
+    rows: list[Any]  # ares_train.ppo.data.Rollout
     mask: torch.Tensor  # [N, R] real response tokens
     sentence_rewards: torch.Tensor
     logprobs: torch.Tensor
@@ -99,7 +90,7 @@ class SentencePPOTrainer(PPOTrainer):
     """TRL's PPOTrainer set-up, with a train loop over dataset rollouts and sentence-level rewards.
 
     `collate(rows, device) -> (model_inputs, responses, response_mask, sentence_rewards, prompt_len)` turns
-    rollouts into padded tensors (prompts left-padded, responses right-padded); see `ares_train.ppo_data`.
+    rollouts into padded tensors (prompts left-padded, responses right-padded); see `ares_train.ppo.data`.
     """
 
     def __init__(
@@ -149,7 +140,7 @@ class SentencePPOTrainer(PPOTrainer):
             self.remove_callback(cb)
         self.accelerator.register_for_checkpointing(self.lr_scheduler)
         self._kl_now: list[torch.Tensor] = []
-        self.run_key = ""  # identifies the run's settings in checkpoints (set by ares_train.ppo_run)
+        self.run_key = ""  # identifies the run's settings in checkpoints (set by ares_train.ppo.run)
 
     def _buffers(self) -> list[list[Any]]:
         n = len(self.rollouts)

@@ -29,7 +29,7 @@ from typing import Any
 
 from ares_data.errors import ConfigError
 
-from .config import BaseConfig, load_config, opt, read_config_file
+from ..config import BaseConfig, load_config, opt, read_config_file
 
 STEPS = ("rl", "sft")
 # [loop] keys that may change when a run is continued: they do not change what a stage makes
@@ -121,12 +121,12 @@ class LoopSettings:
 
 
 def _stage_class(section: str) -> type:
-    from .eval import EvalOptions
-    from .ppo_run import PPORunConfig
-    from .rollout import RolloutConfig
+    from ..eval import EvalOptions
+    from ..ppo.run import PPORunConfig
+    from ..rollout import RolloutConfig
 
     if section == "sft":
-        from .loop_stages import sft_config_class
+        from .stages import sft_config_class
 
         return sft_config_class()
     return {"rollout": RolloutConfig, "ppo": PPORunConfig, "eval": EvalOptions}[section]

@@ -1,0 +1,10 @@
+"""The ARES RL stage: PPO with a reward at the end of every scored sentence.
+
+- `rewards.py`   where a sentence's reward lands: character offsets -> the token holding its last character
+- `data.py`      rationales + scores datasets -> rollouts (prompt and response ids, per-token sentence rewards)
+- `algorithm.py` the PPO arithmetic: per-token KL and rewards, GAE, clipped policy + value loss
+- `value.py`     the value model (scalar head on the policy's backbone)
+- `trainer.py`   the train loop over buffers of dataset rollouts (TRL's PPOTrainer set-up)
+- `run.py`       `ares-train ppo` as a library call: config, loading, reference, saving
+- `trl_base.py`  the one module that imports TRL's PPO internals
+"""
