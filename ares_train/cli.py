@@ -7,6 +7,8 @@ import sys
 
 from ares_data.cli import compose_app, run_app
 
+from .deps import install_help
+
 # Command modules under ares_train/commands/, in --help order. Add a module here to add commands.
 COMMAND_MODULES: list[str] = [
     "rollout_cmd",
@@ -19,7 +21,7 @@ COMMAND_MODULES: list[str] = [
 app = compose_app(
     "ares-train",
     "Train with ARES: sample rationales (rollout), PPO with sentence-level teacher rewards, SFT on "
-    "teacher corrections, and the alternating loop. Needs: pip install 'ares-toolkit[train]'.",
+    f"teacher corrections, and the alternating loop. {install_help()}",
     __package__,
     COMMAND_MODULES,
 )
