@@ -67,6 +67,24 @@ def _get(rec: dict[str, Any], path: str) -> Any:
     return cur
 
 
+def _unused(rec: dict[str, Any], used: list[str]) -> dict[str, Any]:
+    """`rec` without the (dotted) fields in `used`; objects left empty by that are dropped, so
+    `--map grade=meta.grade` keeps the other `meta.*` fields."""
+    nested: dict[str, list[str]] = {}
+    for p in used:
+        head, _, rest = p.partition(".")
+        nested.setdefault(head, []).append(rest)  # "" when the whole field is used
+    out: dict[str, Any] = {}
+    for k, v in rec.items():
+        if k not in nested:
+            out[k] = v
+        elif isinstance(v, dict) and all(nested[k]):
+            inner = _unused(v, nested[k])
+            if inner:
+                out[k] = inner
+    return out
+
+
 class JsonlFile(ProblemSource):
     source = "jsonl"
 
@@ -122,7 +140,7 @@ class JsonlFile(ProblemSource):
         strings = self._strings(values, where)
         choices, index, answer = self._answer(values, where)
         image = self._image(values["image"], where)
-        used = {self.mapping.get(t, t).split(".")[0] for t in TARGETS if values[t] is not _MISSING}
+        used = [self.mapping.get(t, t) for t in TARGETS if values[t] is not _MISSING]
         return problem_row(
             problem_id=strings.get("problem_id", f"{self.path.stem}-{where.row}"),
             source=self.source_name,
@@ -136,7 +154,7 @@ class JsonlFile(ProblemSource):
             reference_rationale=strings.get("reference_rationale", ""),
             subject=strings.get("subject", ""),
             grade=strings.get("grade", ""),
-            metadata={k: v for k, v in rec.items() if k not in used},
+            metadata=_unused(rec, used),
         )
 
     def _strings(self, values: dict[str, Any], where: Where) -> dict[str, str]:
@@ -179,10 +197,11 @@ class JsonlFile(ProblemSource):
         if answer is _MISSING or answer is None:
             raise InputError("missing field", file=where.file, row=where.row, field=afield)
         if isinstance(answer, str) and isinstance(choices, list):
-            if answer in choices:
+            letter = answer.strip().upper()
+            if answer in choices:  # the text of a choice wins, even a one-letter one ("b")
                 answer = choices.index(answer)
-            elif len(answer.strip()) == 1 and "A" <= answer.strip() <= "Z":
-                answer = ord(answer.strip().upper()) - ord("A")
+            elif len(letter) == 1 and "A" <= letter <= "Z":  # "B" or "b"
+                answer = ord(letter) - ord("A")
             else:
                 raise InputError(
                     f"answer {answer!r:.60} is not one of the choices",
