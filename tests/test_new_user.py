@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from datasets import load_from_disk
 
 from tests.helpers import data, train
@@ -62,3 +63,25 @@ def test_ingest_jsonl_letter_beyond_the_choices_is_an_error(tmp_path: Path, stor
     f = _jsonl(tmp_path / "q.jsonl", [{"question": "2 + 2?", "choices": ["3", "4"], "answer": "d"}])
     res = data(["ingest", "jsonl", f, "-o", "mine"])
     assert res.exit_code != 0 and "row 1" in res.stderr and "'answer'" in res.stderr, res.output
+
+
+def _problems_and_rationales(tmp_path: Path, texts: list[str]) -> None:
+    """`sqa` (one 2-choice problem, gold "0.75") and `rats` (one rationale per text), through the CLI."""
+    f = _jsonl(tmp_path / "q.jsonl", [{"problem_id": "p1", "question": "What is 3/4 as a decimal?",
+                                       "choices": ["0.75", "0.34"], "answer": "A",
+                                       "reference_rationale": "Divide 3 by 4 to get 0.75."}])
+    _ingest_jsonl(f, "sqa")
+    r = _jsonl(tmp_path / "r.jsonl", [{"problem_id": "p1", "text": t, "sample_index": i}
+                                      for i, t in enumerate(texts)])
+    res = data(["import-rationales", r, "--problems", "sqa", "-o", "rats"])
+    assert res.exit_code == 0, res.output
+
+
+def test_reference_teacher_scores_an_unfinished_last_sentence_0_2(tmp_path: Path, store_dir: Path) -> None:
+    _problems_and_rationales(tmp_path, ["Divide 3 by 4. So the sum is 0.75 and the answer is",
+                                        "Divide 3 by 4. So the answer is 0.75."])
+    res = data(["score", "rats", "--teacher", "reference", "--json"])
+    assert res.exit_code == 0, res.output
+    got = [r["scores"] for r in load_from_disk(res.json()["path"])]
+    assert got[0][-1] == pytest.approx(0.2)  # unfinished, though it names the gold option
+    assert got[1][-1] == pytest.approx(1.0)  # the same claim, finished

@@ -9,8 +9,9 @@ Scoring rules, first match wins, for sentence i:
   1. it repeats an earlier sentence (case/space-insensitive)                          -> 0.0
   2. it asserts an answer (cue such as "answer", "so", "therefore", "option") naming a
      wrong choice, not the gold one, without a negation ("not", "n't", "never")         -> 0.0
-  3. it asserts the gold answer                                                        -> 1.0
-  4. it is the last sentence and has no closing punctuation (unfinished)               -> 0.2
+  3. it is the last sentence and has no closing punctuation (unfinished), even when it
+     names the gold answer ("So the sum is 0.75 and the answer is")                     -> 0.2
+  4. it asserts the gold answer                                                        -> 1.0
   5. it only sets up the reasoning (starts "Let's", "To answer", "We need", ..., has no
      content words, or mostly restates the question without support)                  -> 0.5
   6. otherwise 0.3 + 0.7 * (share of its content words found in the reference rationale
@@ -125,10 +126,10 @@ def score_sentences(data: dict) -> list[float]:
             score = 0.0
         elif claim == "wrong":
             score = 0.0
-        elif claim == "gold":
-            score = 1.0
         elif i == len(sentences) - 1 and not _FINISHED.search(s):
             score = 0.2
+        elif claim == "gold":
+            score = 1.0
         elif not cw or _SETUP.search(s) or (len(cw & prob.question) >= 0.6 * len(cw) and support < 0.5):
             score = 0.5
         else:
