@@ -27,6 +27,9 @@ class Rollout:
     vision: dict[str, torch.Tensor]  # extra model inputs of the prompt (pixel_values, image_grid_thw, ...)
     response_ids: torch.Tensor  # [R] long
     rewards: torch.Tensor  # [R] float: sentence rewards (score - neutral) on sentence-ending tokens
+    problem_id: str = ""  # the group of GRPO (the k rationales of one problem)
+    sentence_ends: list[int] = field(default_factory=list)  # per sentence: the token holding its last char
+    sentence_rewards: list[float] = field(default_factory=list)  # per sentence: score - neutral
 
 
 @dataclass
@@ -111,7 +114,11 @@ def load_rollouts(
             rewards.append(0.0)
             out.counts["eos_restored"] += 1
         ids_t, rewards_t = torch.tensor(ids, dtype=torch.long), torch.tensor(rewards, dtype=torch.float32)
-        out.rollouts.append(Rollout(rid, prompt_ids, vision, ids_t, rewards_t))
+        sentence_rewards = [float(c) - neutral_score for c in score["scores"]]
+        out.rollouts.append(
+            Rollout(rid, prompt_ids, vision, ids_t, rewards_t, row["problem_id"], aligned.end_tokens,
+                    sentence_rewards)
+        )
         out.counts["used"] += 1
     if len(temps) == 1:
         out.temperature = temps.pop()
