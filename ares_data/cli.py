@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "segment_cmd",
     "teacher_cmds",
     "ingest_cmds",
+    "import_scores_cmd",
     "export_cmds",
     "stats_cmd",
     "hub_cmds",
