@@ -79,5 +79,12 @@ class BudgetExceeded(AresError):
     """--max-cost was reached; the run stopped cleanly and can be resumed."""
 
 
+class TooFewUsable(AresError):
+    """A teacher run published its rows, but too few are usable (every row failed, or fewer than
+    --min-ok); exit code 3 tells it apart from a run that published nothing."""
+
+    exit_code = 3
+
+
 class DependencyError(AresError):
     """An optional dependency is missing (e.g. the [train] extra)."""

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from datasets import load_from_disk
 
+from ares_data.testing.teacher_server import serve
 from tests.helpers import data, train
 
 
@@ -85,3 +87,83 @@ def test_reference_teacher_scores_an_unfinished_last_sentence_0_2(tmp_path: Path
     got = [r["scores"] for r in load_from_disk(res.json()["path"])]
     assert got[0][-1] == pytest.approx(0.2)  # unfinished, though it names the gold option
     assert got[1][-1] == pytest.approx(1.0)  # the same claim, finished
+
+
+def test_stats_plot_into_a_missing_folder_is_an_error(tmp_path: Path, store_dir: Path) -> None:
+    _problems_and_rationales(tmp_path, ["Divide 3 by 4. So the answer is 0.75."])
+    assert data(["score", "rats", "--teacher", "reference"]).exit_code == 0
+    target = tmp_path / "no" / "such" / "p.png"
+    res = data(["stats", "rats-scores", "--plot", target])
+    assert res.exit_code == 2 and "does not exist" in res.stderr, res.output
+    assert not (tmp_path / "no").exists()
+    res = data(["stats", "rats-scores", "--plot", tmp_path / "p.png"])
+    assert res.exit_code == 0 and (tmp_path / "p.png").stat().st_size > 0, res.output
+
+
+def test_head_prints_stored_scores_as_written(tmp_path: Path, store_dir: Path) -> None:
+    _problems_and_rationales(tmp_path, ["Divide 3 by 4. So the sum is 0.75 and the answer is"])
+    assert data(["score", "rats", "--teacher", "reference"]).exit_code == 0
+    res = data(["head", "rats-scores", "--json"])
+    assert res.exit_code == 0, res.output
+    assert res.json()[0]["scores"][-1] == 0.2 and "0.2000000" not in res.stdout
+    plain = data(["head", "rats-scores"])
+    assert "0.2" in plain.stdout and "0.2000000" not in plain.stdout
+
+
+@pytest.fixture(scope="module")
+def teacher_server() -> Iterator[Any]:
+    with serve(retry_after=0.05) as srv:
+        yield srv
+
+
+@pytest.fixture
+def fake(teacher_server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    teacher_server.reset()
+    teacher_server.set_faults(fault_rate=0.0, latency_ms=0.0)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-TESTKEYopenai5678xyz")
+    return teacher_server
+
+
+def _openai(fake: Any) -> list[str]:
+    return ["--teacher", "openai:gpt-4o-mini", "--base-url", fake.openai_base_url, "--max-attempts", "1"]
+
+
+@pytest.mark.parametrize("command", ["score", "correct"])
+def test_a_run_where_every_row_failed_exits_non_zero(tmp_path: Path, store_dir: Path, fake: Any,
+                                                       command: str) -> None:
+    _problems_and_rationales(tmp_path, ["Divide 3 by 4. So the answer is 0.75.", "It is 0.34."])
+    fake.set_faults(fault_rate=1.0, faults=["refusal"])  # every reply fails validation, twice
+    res = data([command, "rats", *_openai(fake), "-o", "out", "--json"])
+    assert res.exit_code == 3, res.output
+    assert "none of the 2 rows is usable" in res.stderr and "out@v1 was published" in res.stderr
+    assert res.json()["failed"] == 2  # the summary still comes first
+    rows = load_from_disk(str(store_dir / "out" / "v1"))
+    assert [r["status"] for r in rows] == ["failed", "failed"] and all(r["error"] for r in rows)
+    res = data([command, "rats", *_openai(fake), "-o", "out", "--min-ok", "0"])  # accept anything
+    assert res.exit_code == 0, res.output
+
+
+def test_min_ok_makes_partial_failure_an_error(tmp_path: Path, store_dir: Path, fake: Any) -> None:
+    _problems_and_rationales(tmp_path, ["Divide 3 by 4. So the answer is 0.75.", "It is 0.34."])
+    fake.enqueue(["400"])  # the first request is refused: that row fails, the other is ok
+    res = data(["score", "rats", *_openai(fake), "--concurrency", "1", "--min-ok", "0.9"])
+    assert res.exit_code == 3, res.output
+    assert "only 1 of 2 rows are usable (50.0% < --min-ok 90.0%)" in _flat(res.stderr)
+    res = data(["score", "rats", *_openai(fake), "--min-ok", "0.5"])  # same build, reused: half is enough
+    assert res.exit_code == 0, res.output
+    assert data(["score", "rats", *_openai(fake), "--min-ok", "1.5"]).exit_code == 2
+    assert "--min-ok" in data(["score", "--help"]).stdout
+
+
+def test_judge_where_every_judgment_failed_exits_non_zero(tmp_path: Path, store_dir: Path, fake: Any) -> None:
+    _problems_and_rationales(tmp_path, ["Divide 3 by 4. So the answer is 0.75."])
+    r = _jsonl(tmp_path / "b.jsonl", [{"problem_id": "p1", "text": "It is 0.34.", "sample_index": 0}])
+    assert data(["import-rationales", r, "--problems", "sqa", "-o", "rats-b"]).exit_code == 0
+    fake.set_faults(fault_rate=1.0, faults=["refusal"])
+    res = data(["judge", "rats", "rats-b", *_openai(fake), "-o", "cmp"])
+    assert res.exit_code == 3 and "none of the 2 rows is usable" in res.stderr, res.output
+    assert "--retry-failed" not in res.stderr  # judge has no such option
+    fake.set_faults(fault_rate=0.0)  # new requests (--max-tokens), all answered
+    res = data(["judge", "rats", "rats-b", *_openai(fake), "-o", "cmp", "--min-ok", "1",
+                "--max-tokens", "300"])
+    assert res.exit_code == 0, res.output

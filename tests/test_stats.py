@@ -48,7 +48,7 @@ def test_stats_scores_json(lineage: dict) -> None:
 
 
 def test_stats_by_subject_and_plot(lineage: dict, tmp_path: Path) -> None:
-    png = tmp_path / "plots" / "scores.png"
+    png = tmp_path / "scores.png"  # the folder must exist (tests/test_new_user.py)
     r = data(["stats", "scores@v1", "--by", "subject", "--plot", png, "--json"])
     assert r.exit_code == 0, r.output
     groups = {g["subject"]: g for g in r.json()["by"]["groups"]}

@@ -44,6 +44,23 @@ def click_ctx() -> Any:
     return ctx
 
 
+def tidy_float32(value: Any, feature: Any) -> Any:
+    """`value` (one cell, as `datasets` returns it) with every float of a float32 `feature` replaced by its
+    shortest decimal that reads back as the same float32: a stored 0.6 prints as 0.6, not
+    0.6000000238418579 (its float64 widening). Nothing else changes."""
+    dtype = getattr(feature, "dtype", None)
+    if dtype == "float32" and isinstance(value, float):
+        import numpy as np
+
+        return float(str(np.float32(value)))
+    inner = getattr(feature, "feature", None)
+    if isinstance(value, list) and inner is not None:
+        return [tidy_float32(v, inner) for v in value]
+    if isinstance(value, dict) and isinstance(feature, dict):
+        return {k: tidy_float32(v, feature.get(k)) for k, v in value.items()}
+    return value
+
+
 def emit_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 

@@ -26,5 +26,28 @@ MaxCostOpt = Annotated[Optional[float], typer.Option(
 LogOpt = Annotated[Optional[Path], typer.Option(
     "--log", help="Append one JSON line per HTTP attempt (reply / retry / rejected / gave_up, with status, "
     "error, seconds) to FILE, for debugging long runs; keys are redacted.")]
+MinOkOpt = Annotated[Optional[float], typer.Option(
+    "--min-ok", min=0.0, max=1.0, help="Fail (exit 3) unless at least this fraction of the rows came back "
+    "usable (status ok), e.g. 0.95. Default: fail only when none did; 0 accepts any result. The rows are "
+    "published either way, for inspection.")]
+
+
+def check_usable(ok: int, rows: int, min_ok: float | None, ref: str, *, retry_failed: bool = True) -> None:
+    """Raise TooFewUsable when a published teacher dataset has no ok row, or fewer than `min_ok` of them."""
+    from ..errors import TooFewUsable
+
+    if rows == 0 or (ok / rows >= min_ok if min_ok is not None else ok > 0):
+        return
+    hint = f"the reasons are in the rows' `error` column (ares-data stats {ref}); "
+    if retry_failed:
+        hint += f"re-request the failed rows with --retry-failed {ref}, or "
+    hint += ("change what caused them (--max-tokens, --prompt, the teacher) and rerun: the same requests "
+             "would get the same replies back from the cache")
+    if ok == 0:
+        raise TooFewUsable(f"none of the {rows} rows is usable (every one failed); {ref} was published with "
+                           "the failed rows for inspection only", hint=hint)
+    raise TooFewUsable(f"only {ok} of {rows} rows are usable ({ok / rows:.1%} < --min-ok {min_ok:.1%}); "
+                       f"{ref} was published for inspection", hint=hint)
+
 
 CONCURRENCY, TIMEOUT, MAX_ATTEMPTS = 16, 60.0, 5  # the signatures' defaults

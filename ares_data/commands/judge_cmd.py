@@ -20,10 +20,12 @@ from .engine_opts import (
     LogOpt,
     MaxCostOpt,
     MaxTokensOpt,
+    MinOkOpt,
     NoImagesOpt,
     RpmOpt,
     TimeoutOpt,
     TpmOpt,
+    check_usable,
 )
 from .progress import ProgressBar
 
@@ -72,6 +74,7 @@ def judge_cmd(
     max_tokens: MaxTokensOpt = None,
     max_cost: MaxCostOpt = None,
     log: LogOpt = None,
+    min_ok: MinOkOpt = None,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -100,9 +103,10 @@ def judge_cmd(
     if as_json:
         emit_json({"ref": version.ref, "path": str(version.path), "summary": summary,
                    "pairing": version.manifest.get("pairing")})
-        return
-    render_summary(summary, f"{rationales_a} (A) vs {rationales_b} (B), judged by {teacher}")
-    console().print(published_message(version))
+    else:
+        render_summary(summary, f"{rationales_a} (A) vs {rationales_b} (B), judged by {teacher}")
+        console().print(published_message(version))
+    check_usable(summary["ok"], summary["ok"] + summary["failed"], min_ok, version.ref, retry_failed=False)
 
 
 def render_summary(summary: dict[str, Any], title: str) -> None:

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from ..errors import UsageError
 from .common import JsonOpt, StoreOpt, console, emit_json, get_store
 
 app = typer.Typer()
@@ -28,6 +29,9 @@ def stats_cmd(
     from ..stats import compute
     from ..stats import plot as draw
 
+    if plot is not None and not plot.parent.is_dir():  # a typo in the folder should not create folders
+        raise UsageError(f"--plot {plot}: folder {plot.parent} does not exist",
+                         hint="create it first, or write the PNG to an existing folder")
     s = get_store(store)
     stats = compute(s, s.resolve(ref), by=by)
     if plot is not None:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import JsonOpt, StoreOpt, console, emit_json, get_store
+from .common import JsonOpt, StoreOpt, console, emit_json, get_store, tidy_float32
 
 app = typer.Typer()
 
@@ -89,7 +89,7 @@ def head_cmd(
 
     Example: ares-data head sqa@v1 -n 3"""
     ds = get_store(store).load(ref)
-    rows = [_printable(ds[i]) for i in range(min(n, len(ds)))]
+    rows = [_printable(ds[i], ds.features) for i in range(min(n, len(ds)))]
     if as_json:
         emit_json(rows)
         return
@@ -98,8 +98,8 @@ def head_cmd(
         c.print_json(json.dumps(r, default=str))
 
 
-def _printable(row: dict) -> dict:
-    return {k: _printable_value(val) for k, val in row.items()}
+def _printable(row: dict, features: dict) -> dict:
+    return {k: _printable_value(tidy_float32(val, features.get(k))) for k, val in row.items()}
 
 
 def _printable_value(val: object) -> object:

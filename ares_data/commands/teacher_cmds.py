@@ -38,10 +38,12 @@ from .engine_opts import (
     LogOpt,
     MaxCostOpt,
     MaxTokensOpt,
+    MinOkOpt,
     NoImagesOpt,
     RpmOpt,
     TimeoutOpt,
     TpmOpt,
+    check_usable,
 )
 from .teacher_render import Progress, render_plan, render_summary
 
@@ -76,14 +78,15 @@ def score_cmd(teacher: TeacherOpt, rationales: RatArg = None, output: OutOpt = N
               timeout: TimeoutOpt = TIMEOUT, max_attempts: AttemptsOpt = MAX_ATTEMPTS,
               max_tokens: MaxTokensOpt = None, max_cost: MaxCostOpt = None, prices: PricesOpt = None,
               dry_run: DryOpt = False, batch: BatchOpt = False,
-              retry_failed: RetryOpt = None, log: LogOpt = None, store: StoreOpt = None,
-              as_json: JsonOpt = False) -> None:
+              retry_failed: RetryOpt = None, log: LogOpt = None, min_ok: MinOkOpt = None,
+              store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     """Score every sentence of every rationale in [0, 1] with a teacher -> a scores dataset.
 
     Rows stay aligned with the rationales (one row each, same order); a reply that cannot be validated is
     retried once stating the error, then kept as status=failed with the reason and the raw reply.
     Answered requests are cached in <store>/.cache/teacher: an interrupted run resumes for free; a request
     the provider refuses (400/413/422) fails its row; auth/model/credit errors stop the run unpublished.
+    When no row (or fewer than --min-ok) comes back ok, the rows are published and the command exits 3.
 
     Example: ares-data score rats --teacher anthropic:claude-3-haiku-20240307 --max-cost 5"""
     _teacher_command("score", **locals())
@@ -96,7 +99,8 @@ def correct_cmd(teacher: TeacherOpt, rationales: RatArg = None, output: OutOpt =
                 timeout: TimeoutOpt = TIMEOUT, max_attempts: AttemptsOpt = MAX_ATTEMPTS,
                 max_tokens: MaxTokensOpt = None, max_cost: MaxCostOpt = None, prices: PricesOpt = None,
                 dry_run: DryOpt = False, batch: BatchOpt = False, retry_failed: RetryOpt = None,
-                log: LogOpt = None, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+                log: LogOpt = None, min_ok: MinOkOpt = None, store: StoreOpt = None,
+                as_json: JsonOpt = False) -> None:
     """Have a teacher correct every rationale -> a corrections dataset (segmented, with an edit summary).
 
     Same engine, cache, cost control and resume as `score`.
@@ -120,7 +124,8 @@ def _make_teacher(spec: str, base_url: str | None, timeout: float) -> Any:
 def _teacher_command(task_name: str, *, rationales: str | None, teacher: str, output: str | None,
                      prompt: Path | None, no_images: bool, base_url: str | None, dry_run: bool, batch: bool,
                      retry_failed: str | None, store: Path | None, as_json: bool, prices: Path | None,
-                     max_tokens: int | None, log: Path | None, **engine: Any) -> None:
+                     max_tokens: int | None, log: Path | None, min_ok: float | None,
+                     **engine: Any) -> None:
     from ..tasks import TASKS
 
     s = get_store(store)
@@ -144,7 +149,7 @@ def _teacher_command(task_name: str, *, rationales: str | None, teacher: str, ou
         return
     live = _make_teacher(teacher, base_url, engine["timeout"])
     run = RunSpec(s, task_name, task, inputs, name, live, base_url, prompt, pricing, engine, as_json)
-    run.prices_file, run.log_file = prices, log
+    run.prices_file, run.log_file, run.min_ok = prices, log, min_ok
     asyncio.run(run.submit() if batch else run.execute(inputs.items()))
 
 
@@ -159,6 +164,7 @@ class RunSpec:
         self.engine, self.as_json = engine, as_json
         self.prices_file: Path | None = None
         self.log_file: Path | None = None
+        self.min_ok: float | None = None
 
     async def execute(self, items: Any, *, send_as: Any = None, extra: dict[str, Any] | None = None) -> None:
         stats = Stats(total=len(self.inputs))
@@ -170,6 +176,7 @@ class RunSpec:
                 engine=self.engine, pricing=self.pricing, extra={"base_url": base_url, **(extra or {})},
                 items=items, send_as=send_as, stats=stats, on_progress=bar.update, log=log)
         render_summary(version, stats, version.manifest.get("warnings") or [], self.as_json)
+        check_usable(stats.ok, stats.done, self.min_ok, version.ref)
 
     async def submit(self) -> None:
         with RequestCache.for_store(self.store.root) as cache:
@@ -238,7 +245,8 @@ def batch_status_cmd(batch_id: Annotated[str, typer.Argument(help="Batch id prin
 
 @batch_app.command("collect")
 def batch_collect_cmd(batch_id: Annotated[str, typer.Argument(help="Batch id printed by --batch.")],
-                      output: OutOpt = None, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+                      output: OutOpt = None, min_ok: MinOkOpt = None, store: StoreOpt = None,
+                      as_json: JsonOpt = False) -> None:
     """Fetch a finished batch's results and publish the dataset (failed requests become failed rows).
 
     Example: ares-data batch collect msgbatch_01abc"""
@@ -251,6 +259,7 @@ def batch_collect_cmd(batch_id: Annotated[str, typer.Argument(help="Batch id pri
     inputs = TeacherInputs.resolve(s, rec["rationales"], rec.get("retry_failed"), task.kind)
     run = RunSpec(s, rec["task"], task, inputs, output or rec["output"], teacher, rec.get("base_url"),
                   prompt, PriceTable.load(rec.get("prices")), rec["engine"], as_json)
+    run.min_ok = min_ok
     asyncio.run(_collect(run, batch_id, rec))
 
 
