@@ -53,12 +53,15 @@ def context_type(problem: dict) -> str:
 
 
 def _generate(policy: Any, batch: dict[str, Any], max_new_tokens: int) -> list[str]:
+    """Greedy decoding with the model's generation_config set aside (no penalties, n-gram blocking,
+    forced or suppressed tokens: `sampling.plain_generate` at temperature 0)."""
     import torch
+
+    from .sampling import plain_generate
 
     tok = policy.tokenizer
     with torch.no_grad():
-        out = policy.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                    pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        out = plain_generate(policy, batch, temperature=0.0, max_new_tokens=max_new_tokens)
     width = batch["input_ids"].shape[1]
     return [tok.decode(row[width:], skip_special_tokens=True) for row in out]
 
@@ -199,8 +202,11 @@ def run_eval(
     rows = evaluate(policy, ds, opts, model_name=str(model_path), fingerprint=fingerprint,
                     on_progress=on_progress)
     summary = summarize(rows)
+    from .sampling import sampling_params, stop_token_ids
+
     params = {"model_fingerprint": fingerprint, "split": opts.split, "max_new_tokens": opts.max_new_tokens,
-              "answer_tokens": opts.answer_tokens, "limit": opts.limit, "decoding": "greedy"}
+              "answer_tokens": opts.answer_tokens, "limit": opts.limit, "decoding": "greedy",
+              "generation": sampling_params(0.0, opts.max_new_tokens, stop_token_ids(policy))}
     version = store.publish(name, "eval", rows, parents=[pv], params=params,
                             extra={"model": str(model_path), "summary": summary})
     return version, summary

@@ -3,8 +3,12 @@
 Prompts come from `prompting` (images go through the processor for VLMs), generation is batched with left
 padding, every sample is segmented into sentences (`ares_data.rationales.build_rationale`), and each row
 records the generator (model path), `generator_fingerprint` (`weights_fingerprint` of the checkpoint), the
-sampling parameters (JSON), the round, the exact prompt and the generated token ids (EOS and padding
-stripped; `text` is decoded from them with special tokens skipped).
+sampling parameters (JSON: every field `ares_train.sampling` defines, the model's stop token ids), the round,
+the exact prompt and the generated token ids, ending in the stop token that ended the response when one did
+(padding stripped; `text` is decoded from them without it and with special tokens skipped).
+
+Sampling is plain softmax(logits / T) whatever the model's generation_config says (`sampling.plain_generate`),
+the distribution `ares-train ppo` scores; `--top-p` < 1 or temperature 0 make rows that ppo refuses.
 
 Deterministic for a given seed and batch size. A rollout of the same checkpoint on the same problems with
 the same parameters reuses the published version without generating anything.
@@ -58,11 +62,21 @@ class RolloutConfig(BaseConfig):
         if self.temperature == 0 and self.k > 1:
             warnings.append(f"temperature 0 is greedy: all {self.k} samples per problem will be identical; "
                             "use --temperature 0.7..1.0 or --k 1")
+        if self.top_p < 1 or self.temperature == 0:
+            warnings.append("top_p < 1 or temperature 0 is not the distribution PPO scores: `ares-train ppo` "
+                            "refuses these rationales unless --allow-off-policy")
         return warnings
 
-    def generation_params(self) -> dict[str, Any]:
-        return {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "top_p": self.top_p,
-                "do_sample": self.temperature > 0, "seed": self.seed, "batch_size": self.batch_size,
+    def generation_params(self, stop_token_ids: list[int] | None = None) -> dict[str, Any]:
+        """Every sampling parameter (`sampling.sampling_params`) plus seed, batch size and dtype; the rows
+        also record the model's `stop_token_ids` (left out of the build key: they come with the weights)."""
+        from .sampling import sampling_params
+
+        params = sampling_params(self.temperature, self.max_new_tokens, stop_token_ids or [],
+                                 top_p=self.top_p)
+        if stop_token_ids is None:
+            params.pop("stop_token_ids")
+        return {**params, "engine": "transformers", "seed": self.seed, "batch_size": self.batch_size,
                 "dtype": self.dtype}
 
 
@@ -81,61 +95,67 @@ def select_problems(version: Version, split: str, limit: int, *, with_images: bo
     return ds.select(range(min(limit, len(ds)))) if limit else ds
 
 
-def _batches(n_problems: int, k: int, size: int) -> Iterator[list[tuple[int, int]]]:
-    items = [(p, s) for p in range(n_problems) for s in range(k)]
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
+def prompt_order(policy: Any, problems: Any) -> list[int]:
+    """Problem indices, shortest prompt first (batches of similar lengths need less left padding)."""
+    from .prompting import render_prompt
+
+    tok = policy.tokenizer
+    lengths = [len(tok(render_prompt(policy, problems[i]), add_special_tokens=False)["input_ids"])
+               for i in range(len(problems))]
+    return sorted(range(len(problems)), key=lambda i: (lengths[i], i))
 
 
-def strip_response(ids: list[int], eos_ids: set[int], pad_id: int | None) -> list[int]:
-    """The response up to (not including) the first EOS, without padding."""
-    out = []
-    for t in ids:
-        if t in eos_ids:
-            break
-        if t != pad_id:
-            out.append(t)
-    return out
+def until_stop(ids: list[int], stop_ids: set[int]) -> list[int]:
+    """The response up to and including the first stop token (what was sampled; the rest is padding)."""
+    for n, t in enumerate(ids):
+        if t in stop_ids:
+            return ids[: n + 1]
+    return ids
 
 
-def _eos_ids(policy: Any) -> set[int]:
-    eos = policy.model.generation_config.eos_token_id
-    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    return ids | {policy.tokenizer.eos_token_id}
+def response_text(tokenizer: Any, ids: list[int], stop_ids: set[int]) -> str:
+    """The rationale text of a response: its ids decoded without the stop token and special tokens."""
+    body = ids[:-1] if ids and ids[-1] in stop_ids else ids
+    return tokenizer.decode(body, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
 
 def generate_rows(policy: Any, problems: Any, cfg: RolloutConfig, fingerprint: str,
                   progress: Progress | None = None) -> Iterator[dict[str, Any]]:
-    """Yield one rationales row per (problem, sample), in problem order."""
+    """Yield one rationales row per (problem, sample), in problem order.
+
+    Prompts are generated shortest first (`prompt_order`), so a batch pads little; the rows are put back in
+    problem order. Sampling is `sampling.plain_generate` (the model's generation_config set aside)."""
     import torch
 
     from .prompting import build_inputs
+    from .sampling import plain_generate, stop_token_ids
 
     torch.manual_seed(cfg.seed)
-    params = cfg.generation_params()
-    params_json = json.dumps(params, sort_keys=True)
-    eos, pad = _eos_ids(policy), policy.tokenizer.pad_token_id
+    stops = stop_token_ids(policy)
+    params_json = json.dumps(cfg.generation_params(stops), sort_keys=True)
     device = next(policy.model.parameters()).device
-    total, done = len(problems) * cfg.k, 0
-    sampling = {"temperature": cfg.temperature, "top_p": cfg.top_p} if cfg.temperature > 0 else {}
-    for batch in _batches(len(problems), cfg.k, cfg.batch_size):
+    items = [(p, s) for p in prompt_order(policy, problems) for s in range(cfg.k)]
+    done: dict[tuple[int, int], dict[str, Any]] = {}
+    for start in range(0, len(items), cfg.batch_size):
+        batch = items[start:start + cfg.batch_size]
         rows = [problems[p] for p, _ in batch]
         inputs = build_inputs(policy, rows)
         tensors = {k: v.to(device) for k, v in inputs.items()}
         with torch.no_grad():
-            out = policy.model.generate(**tensors, max_new_tokens=cfg.max_new_tokens,
-                                        do_sample=cfg.temperature > 0, pad_token_id=pad, **sampling)
-        responses = out[:, inputs.prompt_length:]
-        for (_, sample), problem, prompt, seq in zip(batch, rows, inputs.prompts, responses, strict=True):
-            ids = strip_response(seq.tolist(), eos, pad)
-            text = policy.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-            yield build_rationale(
-                problem["problem_id"], text, sample_index=sample, round=cfg.round, generator=cfg.model,
-                generator_fingerprint=fingerprint, generation_params=params_json, prompt=prompt,
-                token_ids=ids, drop_repeats=cfg.drop_repeats)
-        done += len(batch)
+            out = plain_generate(policy, tensors, temperature=cfg.temperature, top_p=cfg.top_p,
+                                 max_new_tokens=cfg.max_new_tokens)
+        for item, problem, prompt, seq in zip(batch, rows, inputs.prompts, out[:, inputs.prompt_length:],
+                                              strict=True):
+            ids = until_stop(seq.tolist(), set(stops))
+            done[item] = build_rationale(
+                problem["problem_id"], response_text(policy.tokenizer, ids, set(stops)), sample_index=item[1],
+                round=cfg.round, generator=cfg.model, generator_fingerprint=fingerprint,
+                generation_params=params_json, prompt=prompt, token_ids=ids, drop_repeats=cfg.drop_repeats)
         if progress is not None:
-            progress(done, total)
+            progress(len(done), len(items))
+    for p in range(len(problems)):
+        for s in range(cfg.k):
+            yield done.pop((p, s))
 
 
 def rollout_key(problems: Version, cfg: RolloutConfig, fingerprint: str) -> tuple[str, dict[str, Any]]:

@@ -66,14 +66,19 @@ def publish_round(
 ) -> tuple[Version, Version]:
     """Publish problems, rationales (token ids from the model's tokenizer, ending in EOS) and scores.
 
-    With `max_new_tokens`, rows look like `ares-train rollout` output: EOS stripped, the limit recorded."""
+    Rows record the sampling parameters of `ares-train rollout` (plain sampling at T=1, the stop ids).
+    With `max_new_tokens`, rows look like an older rollout's output: EOS stripped, only the temperature and
+    the limit recorded (ppo refuses them unless allow_off_policy)."""
     from ares_train.modeling import load_policy, weights_fingerprint
     from ares_train.prompting import render_prompt
+    from ares_train.sampling import sampling_params, stop_token_ids
 
     policy = load_policy(model_dir)
     tok = policy.tokenizer
     fp = weights_fingerprint(model_dir) if fingerprint is None else fingerprint
     problems = store.publish(f"{name}-problems", "problems", problem_rows(n_problems, images=images))
+    params = (sampling_params(1.0, 64, stop_token_ids(policy)) if max_new_tokens is None
+              else {"temperature": 1.0, "max_new_tokens": max_new_tokens})
     rng = random.Random(seed)
     rationales, scores = [], []
     for p in problem_rows(n_problems, images=images):
@@ -94,7 +99,7 @@ def publish_round(
                     "dropped_sentences": [],
                     "generator": str(model_dir),
                     "generator_fingerprint": fp,
-                    "generation_params": json.dumps({"temperature": 1.0, "max_new_tokens": max_new_tokens}),
+                    "generation_params": json.dumps(params),
                     "prompt": render_prompt(policy, p),
                     "token_ids": ids,
                 }

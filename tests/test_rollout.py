@@ -15,6 +15,8 @@ pytest.importorskip("torch")
 from ares_data.store import Store  # noqa: E402
 from ares_train.modeling import load_policy, weights_fingerprint  # noqa: E402
 from ares_train.prompting import render_prompt  # noqa: E402
+from ares_train.rollout import response_text  # noqa: E402
+from ares_train.sampling import differences  # noqa: E402
 from ares_train.tiny import build_tiny_text_model, build_tiny_vlm  # noqa: E402
 
 
@@ -43,16 +45,16 @@ def check_rows(store: Path, ref: str, model: Path, *, k: int) -> list[dict[str, 
     problems = {p["problem_id"]: p for p in Store(store).resolve("sqa").load()}
     rows = list(version.load())
     fp = weights_fingerprint(model)
-    eos, pad = policy.tokenizer.eos_token_id, policy.tokenizer.pad_token_id
     assert version.manifest["parents"][0]["ref"] == "sqa@v1"
     for row in rows:
         assert row["generator"] == str(model) and row["generator_fingerprint"] == fp
-        assert json.loads(row["generation_params"])["max_new_tokens"] == 12
+        params = json.loads(row["generation_params"])
+        assert params["max_new_tokens"] == 12 and differences(params) == []
         assert row["prompt"] == render_prompt(policy, problems[row["problem_id"]])
-        ids = row["token_ids"]
-        assert 0 < len(ids) <= 12 and eos not in ids and pad not in ids
-        assert row["text"] == policy.tokenizer.decode(ids, skip_special_tokens=True,
-                                                      clean_up_tokenization_spaces=False)
+        ids, stops = row["token_ids"], set(params["stop_token_ids"])
+        assert 0 < len(ids) <= 12 and not stops & set(ids[:-1])
+        assert len(ids) == 12 or ids[-1] in stops  # a response ends in its stop token or at the limit
+        assert row["text"] == response_text(policy.tokenizer, ids, stops)
         for s in row["sentences"]:
             assert row["text"][s["start"]:s["end"]] == s["text"]
     by_problem: dict[str, list[int]] = {}
