@@ -168,15 +168,18 @@ def test_buffer_logprobs_match_unpadded_forward(store_dir: Path, text_model: Pat
 
 
 def test_eos_stripped_by_rollout_is_restored(store_dir: Path, text_model: Path) -> None:
+    from ares_data.errors import UsageError
     from ares_train.modeling import load_policy
     from ares_train.ppo.data import load_rollouts
 
     store = Store(store_dir)
     rat, sc = publish_round(store, text_model, max_new_tokens=64, name="eos")
     policy = load_policy(text_model)
-    data = load_rollouts(store, rat, sc, policy)
+    with pytest.raises(UsageError, match="sampling parameters not recorded"):  # older rows: sampling unknown
+        load_rollouts(store, rat, sc, policy)
+    data = load_rollouts(store, rat, sc, policy, allow_off_policy=True)
     eos = policy.tokenizer.eos_token_id
-    assert data.counts["eos_restored"] == data.counts["used"] == 7
+    assert data.counts["eos_restored"] == data.counts["used"] == data.counts["off_distribution"] == 7
     for row, r in zip(
         rat.load().filter(lambda x: x["rationale_id"] != rat.load()[0]["rationale_id"]),
         data.rollouts,
@@ -184,7 +187,7 @@ def test_eos_stripped_by_rollout_is_restored(store_dir: Path, text_model: Path) 
     ):
         assert r.response_ids.tolist() == [*row["token_ids"], eos] and r.rewards[-1] == 0
     capped, sc2 = publish_round(store, text_model, max_new_tokens=5, name="capped")  # hit the limit: no EOS
-    assert load_rollouts(store, capped, sc2, policy).counts["eos_restored"] == 0
+    assert load_rollouts(store, capped, sc2, policy, allow_off_policy=True).counts["eos_restored"] == 0
 
 
 def test_a_changed_prompt_is_refused_unless_off_policy(store_dir: Path, text_model: Path) -> None:

@@ -17,6 +17,7 @@ import torch
 from ares_data.errors import InputError, UsageError
 from ares_data.store import Store, Version
 
+from ..sampling import differences, stop_token_ids
 from .rewards import NEUTRAL_SCORE, align_sentence_rewards
 
 
@@ -56,13 +57,19 @@ def load_rollouts(
     `allow_off_policy` (then they are used and counted as `off_policy`). Likewise a row whose stored
     `prompt` (non-empty) differs from the prompt re-built now (a changed chat template or prompt format)
     raises UsageError unless `allow_off_policy` (then it is used and counted as `prompt_mismatch`).
+    A row not sampled from softmax(logits / T) (`ares_train.sampling.differences`: truncation, penalties,
+    greedy, or no recorded sampling parameters) raises UsageError unless `allow_off_policy` (then it is
+    counted as `off_distribution`); so do rows of several temperatures (`mixed_temperature`; PPO then scores
+    with the most common one). A rollout's response ends in the stop token it sampled; rows that record no
+    `stop_token_ids` (older rollouts, imports with token ids) and did not hit a recorded `max_new_tokens`
+    get the tokenizer's EOS appended (`eos_restored`). Rows without token ids are tokenized from their text.
     """
     out = RolloutSet([])
     by_id = {row["rationale_id"]: row for row in scores.load()}
     problems = {row["problem_id"]: row for row in store.parent_chain(rationales, "problems").load()}
     prompt_cache: dict[str, tuple[torch.Tensor, dict[str, torch.Tensor], str]] = {}
-    temps: set[float] = set()
-    eos = eos_id(policy)
+    temps: Counter = Counter()
+    stops = set(stop_token_ids(policy))
     for i, row in enumerate(rationales.load()):
         out.counts["rows"] += 1
         rid = row["rationale_id"]
@@ -94,6 +101,8 @@ def load_rollouts(
             out.counts["prompt_mismatch"] += 1
             if not allow_off_policy:
                 raise _prompt_changed(rationales, rid, row["prompt"], prompt)
+        params = _params(row.get("generation_params"))
+        _check_sampling(out.counts, rationales, i, rid, params, allow_off_policy)
         aligned = align_sentence_rewards(
             policy.tokenizer,
             row["text"],
@@ -106,11 +115,10 @@ def load_rollouts(
         if not aligned.token_ids:
             out.counts["empty"] += 1
             continue
-        params = _params(row.get("generation_params"))
-        temps.add(_temperature(params))
+        temps[_temperature(params)] += 1
         ids, rewards = list(aligned.token_ids), list(aligned.rewards)
-        if row.get("token_ids") and _stopped_at_eos(ids, params, eos):
-            ids.append(eos)  # rollout strips the EOS it sampled: put it back so PPO trains stopping too
+        if row.get("token_ids") and _stop_missing(ids, params, stops):
+            ids.append(_restored_eos(policy, stops))  # so PPO trains stopping too
             rewards.append(0.0)
             out.counts["eos_restored"] += 1
         ids_t, rewards_t = torch.tensor(ids, dtype=torch.long), torch.tensor(rewards, dtype=torch.float32)
@@ -120,8 +128,12 @@ def load_rollouts(
                     sentence_rewards)
         )
         out.counts["used"] += 1
-    if len(temps) == 1:
-        out.temperature = temps.pop()
+    if len(temps) > 1:
+        out.counts["mixed_temperature"] = out.counts["used"] - temps.most_common(1)[0][1]
+        if not allow_off_policy:
+            raise _mixed_temperatures(rationales, temps)
+    if temps:
+        out.temperature = temps.most_common(1)[0][0]
     return out
 
 
@@ -138,18 +150,49 @@ def _temperature(params: dict[str, Any]) -> float:
     return float(value) if isinstance(value, (int, float)) and value > 0 else 1.0
 
 
-def _stopped_at_eos(ids: list[int], params: dict[str, Any], eos: int | None) -> bool:
-    """A generated response shorter than max_new_tokens ended because the model sampled EOS."""
+def _stop_missing(ids: list[int], params: dict[str, Any], stops: set[int]) -> bool:
+    """A response without its stop token that ended by stopping: an older rollout (it stripped the EOS it
+    sampled) shorter than its max_new_tokens, or imported ids (no limit recorded: a complete rationale)."""
+    if "stop_token_ids" in params or ids[-1] in stops:
+        return False  # rollouts record stop_token_ids and keep the sampled stop token in token_ids
     limit = params.get("max_new_tokens")
-    return eos is not None and isinstance(limit, int) and len(ids) < limit and ids[-1] != eos
+    return not (isinstance(limit, int) and len(ids) >= limit)
 
 
-def eos_id(policy: Any) -> int | None:
-    """The id generation stops at (the generation config's first EOS, else the tokenizer's)."""
-    eos = getattr(policy.model.generation_config, "eos_token_id", None)
-    if isinstance(eos, (list, tuple)):
-        eos = eos[0] if eos else None
-    return eos if eos is not None else policy.tokenizer.eos_token_id
+def _restored_eos(policy: Any, stops: set[int]) -> int:
+    """The EOS put back where the sampled one is unknown: the tokenizer's (the end of turn its chat
+    template writes, the one SFT trains on), else the smallest stop id."""
+    eos = policy.tokenizer.eos_token_id
+    return int(eos) if eos is not None else min(stops)
+
+
+def _check_sampling(counts: Counter, rationales: Version, i: int, rid: str, params: dict[str, Any],
+                    allow: bool) -> None:
+    """Refuse (or count, when `allow`) a row that was not sampled from softmax(logits / T)."""
+    differs = differences(params)
+    if not differs:
+        return
+    counts["off_distribution"] += 1
+    if allow:
+        return
+    unknown = "stop_token_ids" not in params
+    raise UsageError(
+        f"{rationales.ref}, row {i} (rationale {rid}): not sampled from the distribution PPO scores "
+        f"(softmax(logits / T)): {'; '.join(differs)}",
+        hint=("roll out again with this version of ares-train rollout (it records every sampling parameter)"
+              if unknown else "roll out with --temperature > 0 and --top-p 1 (ares-train rollout samples "
+              "plainly whatever the model's generation_config says)")
+        + ", or pass --allow-off-policy to train on these rationales anyway",
+    )
+
+
+def _mixed_temperatures(rationales: Version, temps: Counter) -> UsageError:
+    seen = ", ".join(f"T={t:g} ({n} rows)" for t, n in temps.most_common())
+    return UsageError(
+        f"{rationales.ref} mixes sampling temperatures ({seen}); PPO scores every token with one temperature",
+        hint="roll out with one --temperature, or pass --allow-off-policy to score all rows with the most "
+        "common one",
+    )
 
 
 def _off_policy(rationales: Version, row: dict[str, Any], model_fp: str) -> UsageError:
