@@ -18,7 +18,7 @@ import yaml
 
 from data_cards import template
 
-from .errors import AresError, UsageError
+from .errors import UsageError
 from .store import Store, Version
 
 HUB = "https://huggingface.co"
@@ -135,16 +135,10 @@ def prompt_text(manifest: dict[str, Any]) -> str | None:
 
 def _inherited_teacher(store: Store, version: Version) -> tuple[str, str, str] | None:
     """The teacher of the nearest ancestor that had one (exports inherit it from scores/corrections)."""
-    queue = list(version.manifest.get("parents", []))
-    while queue:
-        try:
-            parent = store.resolve(queue.pop(0)["ref"])
-        except AresError:
-            continue
+    for parent in store.ancestors(version, skip_unreadable=True):
         found = teacher_of(parent.manifest)
         if found:
             return (*found, parent.ref)
-        queue.extend(parent.manifest.get("parents", []))
     return None
 
 

@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "stats_cmd",
     "hub_cmds",
     "judge_cmd",
+    "verify_cmds",
 ]
 
 def compose_app(name: str, help: str, package: str, modules: list[str]) -> typer.Typer:

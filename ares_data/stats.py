@@ -23,10 +23,12 @@ _TEACHER_COLS = ("status", "error", "input_tokens", "output_tokens", "cost_usd",
 
 
 def read_table(version: Version, columns: list[str] | None = None) -> pa.Table:
-    """The version's Arrow data, memory-mapped (zero-copy), optionally only some columns."""
+    """The version's Arrow data, memory-mapped (zero-copy), optionally only some columns; checked against the
+    manifest's row count and the kind's schema (IntegrityError naming the version)."""
     path = Path(version.path) / DATA_FILE
     with pa.memory_map(str(path)) as source:
         table = pa.ipc.open_stream(source).read_all()
+    version.check_table(table.num_rows, table.schema)
     if columns is not None:
         table = table.select([c for c in columns if c in table.column_names])
     return table

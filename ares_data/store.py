@@ -3,22 +3,25 @@
 Layout: ``<root>/<name>/v<N>/`` holds the Arrow data in the Hugging Face ``datasets`` on-disk format
 (``datasets.load_from_disk(path)`` works without this package) plus ``manifest.json``.
 
-Publishing is atomic: rows stream into ``<root>/<name>/.tmp-*`` and the finished folder is renamed to its
-version under an exclusive lock, so a crash leaves no visible partial version and two writers get two
-distinct versions. An identical rebuild (same kind, parents, parameters and content) reuses the version.
+Publishing is atomic: rows stream into ``<root>/.tmp/<host>-<pid>-*`` and the finished folder is renamed to
+``<root>/<name>/v<N>`` under an exclusive lock, so a crash leaves no visible partial version, a failed or
+refused command leaves no ``<root>/<name>/`` folder, and two writers get two distinct versions. An identical
+rebuild (same kind, parents, parameters and content) reuses the version.
+
+Reading checks what is cheap on every `resolve` (manifest fields, file sizes recorded in `files`) and every
+load (row count, schema); the fingerprint is recomputed before a version becomes a parent (see
+`ares_data.integrity`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
-import socket
 import sys
 import uuid
 from collections.abc import Iterable, Iterator
@@ -28,10 +31,22 @@ from typing import Any
 
 from . import __version__
 from .errors import InputError, NotFoundError, StoreError, UsageError
+from .integrity import (
+    DATA_FILE,
+    MANIFEST,
+    IntegrityError,
+    data_fingerprint,
+    deep_problems,
+    file_sizes,
+    fingerprint_problems,
+    manifest_problems,
+    read_data_shape,
+    size_problems,
+    table_problems,
+)
 from .redact import redact_argv
+from .store_gc import locked, remove_abandoned, tmp_folder
 
-DATA_FILE = "data-00000-of-00001.arrow"
-MANIFEST = "manifest.json"
 DEFAULT_STORE = "ares-store"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 _REF_RE = re.compile(r"^(?P<name>[^@]+?)(?:@(?P<version>v?\d+|latest))?$")
@@ -87,18 +102,53 @@ class Version:
         return {"ref": self.ref, "kind": self.kind, "fingerprint": self.fingerprint}
 
     def load(self) -> Any:
-        """The data as a `datasets.Dataset` (memory-mapped)."""
+        """The data as a `datasets.Dataset` (memory-mapped), checked against the manifest's row count and
+        the kind's schema."""
         from datasets import load_from_disk
 
-        return load_from_disk(str(self.path))
+        try:
+            ds = load_from_disk(str(self.path))
+        except Exception as exc:  # noqa: BLE001 - `datasets` refuses a data file that does not fit its info
+            problems = _shape_problems(self) or [f"cannot be loaded ({str(exc).splitlines()[0][:200]})"]
+            _raise_damaged(self, problems)
+        self.check_table(ds.num_rows, ds.data.schema)
+        return ds
+
+    def problems(self) -> list[str]:
+        """What the cheap checks find wrong (manifest fields, file sizes); [] when nothing."""
+        return manifest_problems(self.manifest) or size_problems(self.path, self.manifest)
+
+    def check(self) -> Version:
+        _raise_damaged(self, self.problems())
+        return self
+
+    def check_table(self, rows: int, schema: Any) -> None:
+        """Raise IntegrityError when data read from this version has another row count or schema."""
+        _raise_damaged(self, table_problems(self.kind, self.manifest, rows, schema))
+
+    def verify_fingerprint(self) -> None:
+        """Recompute the content fingerprint (sha256 of the data file) and compare it with the manifest's."""
+        _raise_damaged(self, self.problems() or fingerprint_problems(self.kind, self.path, self.manifest))
+
+    def deep_problems(self) -> list[str]:
+        """Everything `ares-data verify` checks on the version's own files."""
+        kind = self.manifest.get("kind") if isinstance(self.manifest, dict) else None
+        return deep_problems(str(kind), self.path, self.manifest)
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def _shape_problems(version: Version) -> list[str]:
+    try:
+        rows, schema = read_data_shape(version.path)
+    except (OSError, ValueError) as exc:
+        return [f"{DATA_FILE} cannot be read ({exc})"]
+    return table_problems(version.kind, version.manifest, rows, schema)
+
+
+def _raise_damaged(version: Version, problems: list[str]) -> None:
+    if problems:
+        raise IntegrityError(f"{version.ref} is damaged: {'; '.join(problems)}",
+                             hint=f"`ares-data verify {version.ref}` lists what differs; rebuild or pull the "
+                                  "version again (stored versions are never repaired in place)")
 
 
 def build_key(kind: str, parents: list[dict[str, str]], params: dict[str, Any]) -> str:
@@ -115,6 +165,7 @@ class Writer:
     rows: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     _writer: Any = None
+    _finalized: bool = False
 
     def __post_init__(self) -> None:
         from datasets.arrow_writer import ArrowWriter
@@ -154,6 +205,9 @@ class Writer:
         self.counts[key] = self.counts.get(key, 0) + n
 
     def _finalize(self) -> None:
+        if self._finalized:
+            return
+        self._finalized = True
         self._writer.finalize()
         self._writer.close()
         state = {
@@ -195,7 +249,8 @@ class Store:
                 out.append(int(p.name[1:]))
         return sorted(out)
 
-    def resolve(self, ref: str) -> Version:
+    def resolve(self, ref: str, *, check: bool = True) -> Version:
+        """The version `ref` names; with `check`, IntegrityError when the cheap checks find it damaged."""
         name, version = parse_ref(ref)
         versions = self.versions(name)
         if not versions:
@@ -209,9 +264,11 @@ class Store:
         path = self.root / name / f"v{version}"
         try:
             manifest = json.loads((path / MANIFEST).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise StoreError(f"{path / MANIFEST}: unreadable manifest ({exc})") from exc
-        return Version(name, version, path, manifest)
+        except (OSError, ValueError) as exc:
+            raise IntegrityError(f"{name}@v{version} is damaged: unreadable manifest {path / MANIFEST} "
+                                 f"({exc})") from exc
+        found = Version(name, version, path, manifest)
+        return found.check() if check else found
 
     def resolve_kind(self, ref: str, kind: str) -> Version:
         v = self.resolve(ref)
@@ -224,25 +281,57 @@ class Store:
         return self.resolve(ref).load()
 
     def find_build(self, name: str, key: str) -> Version | None:
-        """The newest version of `name` made by an identical build, if any."""
+        """The newest undamaged version of `name` made by an identical build, if any."""
         for v in reversed(self.versions(name)):
-            found = self.resolve(f"{name}@v{v}")
-            if found.manifest.get("build_key") == key:
+            try:
+                found = self.resolve(f"{name}@v{v}", check=False)
+            except StoreError:
+                continue
+            if isinstance(found.manifest, dict) and found.manifest.get("build_key") == key \
+                    and not found.problems():
                 return found
         return None
 
+    def ancestors(self, version: Version, *, skip_unreadable: bool = False) -> Iterator[Version]:
+        """The parents of `version`, their parents, ... breadth-first, each once: a cycle of parents in
+        damaged manifests ends the walk instead of looping. A parent that cannot be read raises, or is left
+        out with `skip_unreadable`."""
+        queue, seen = list(version.manifest.get("parents", [])), {version.ref}
+        while queue:
+            ref = queue.pop(0)["ref"]
+            if ref in seen:
+                continue
+            seen.add(ref)
+            try:
+                parent = self.resolve(ref)
+            except StoreError:
+                if skip_unreadable:
+                    continue
+                raise
+            yield parent
+            queue.extend(parent.manifest.get("parents", []))
+
     def parent_chain(self, version: Version, kind: str) -> Version:
-        """Walk up the parents of `version` until a dataset of `kind` is found."""
-        seen = [version]
-        while seen:
-            cur = seen.pop(0)
-            if cur.kind == kind:
-                return cur
-            for parent in cur.manifest.get("parents", []):
-                seen.append(self.resolve(parent["ref"]))
+        """`version` itself or its nearest ancestor of `kind`."""
+        if version.kind == kind:
+            return version
+        for parent in self.ancestors(version):
+            if parent.kind == kind:
+                return parent
         raise StoreError(f"'{version.ref}' has no {kind} dataset among its parents")
 
     # ---- writing -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def staging(self, kind: str) -> Iterator[Writer]:
+        """A writer whose rows stay in a hidden temporary folder (removed on exit) until `commit`."""
+        remove_abandoned(self.root)
+        tmp = tmp_folder(self.root)
+        try:
+            yield Writer(kind, tmp)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
     @contextlib.contextmanager
     def writer(
         self,
@@ -254,86 +343,79 @@ class Store:
         extra: dict[str, Any] | None = None,
         command: list[str] | None = None,
     ) -> Iterator[Writer]:
-        """Stream rows, then publish atomically. The yielded writer's `.result` is the Version."""
+        """Stream rows, then publish atomically. The yielded writer's `.result` is the Version. Each parent's
+        fingerprint is checked first: a damaged version never becomes a parent."""
         check_name(name)
-        folder = self.root / name
-        folder.mkdir(parents=True, exist_ok=True)
-        _remove_abandoned(folder)
-        tmp = folder / f".tmp-{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
-            w = Writer(kind, tmp)
+        for parent in parents or []:
+            parent.verify_fingerprint()
+        with self.staging(kind) as w:
             yield w
-            w._finalize()
-            w.result = self._publish(name, kind, w, parents or [], params or {}, extra or {}, command)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+            w.result = self.commit(w, name, parents=parents, params=params, extra=extra, command=command)
 
     def publish(self, name: str, kind: str, rows: Iterable[dict[str, Any]], **kwargs: Any) -> Version:
         with self.writer(name, kind, **kwargs) as w:
             w.write_all(rows)
         return w.result
 
-    def _publish(
-        self,
-        name: str,
-        kind: str,
-        w: Writer,
-        parents: list[Version],
-        params: dict[str, Any],
-        extra: dict[str, Any],
-        command: list[str] | None,
-    ) -> Version:
-        parent_refs = [p.as_parent() for p in parents]
-        key = build_key(kind, parent_refs, params)
-        fingerprint = hashlib.sha256((kind + _sha256_file(w.tmp / DATA_FILE)).encode()).hexdigest()
+    def commit(self, w: Writer, name: str, *, parents: list[Version] | None = None,
+               params: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
+               command: list[str] | None = None) -> Version:
+        """Publish a staged writer's rows as the next version of `name`, or reuse an identical version."""
+        check_name(name)
+        w._finalize()
+        parent_refs = [p.as_parent() for p in parents or []]
+        key = build_key(w.kind, parent_refs, params or {})
         manifest: dict[str, Any] = {
             "name": name,
-            "kind": kind,
+            "kind": w.kind,
             "version": None,
-            "fingerprint": fingerprint,
+            "fingerprint": data_fingerprint(w.kind, w.tmp),
             "build_key": key,
             "parents": parent_refs,
             "command": redact_argv(command if command is not None else sys.argv),
-            "params": params,
+            "params": params or {},
             "rows": w.rows,
             "counts": dict(w.counts),
+            "files": file_sizes(w.tmp),
             "tool_version": __version__,
             "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            **extra,
+            **(extra or {}),
         }
         folder = self.root / name
-        with open(folder / ".lock", "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            for existing in reversed(self.versions(name)):
-                old = self.resolve(f"{name}@v{existing}")
-                if old.fingerprint == fingerprint and old.manifest.get("build_key") == key:
-                    old.reused = True
-                    return old
+        with locked(folder):
+            reused = self._identical(name, manifest)
+            if reused is not None:
+                return reused
             version = (self.versions(name) or [0])[-1] + 1
             manifest["version"] = f"v{version}"
-            manifest_path = w.tmp / MANIFEST
-            manifest_path.write_text(json.dumps(manifest, indent=2, default=str))
+            (w.tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
             _fsync_tree(w.tmp)
             final = folder / f"v{version}"
             os.rename(w.tmp, final)
             _fsync_dir(folder)
         return Version(name, version, final, manifest)
 
+    def _identical(self, name: str, manifest: dict[str, Any]) -> Version | None:
+        """An undamaged version of `name` with the same content and build key (the lock is held)."""
+        for existing in reversed(self.versions(name)):
+            try:
+                old = self.resolve(f"{name}@v{existing}", check=False)
+            except StoreError:
+                continue
+            if manifest_problems(old.manifest) or old.fingerprint != manifest["fingerprint"] \
+                    or old.manifest.get("build_key") != manifest["build_key"]:
+                continue
+            if not old.problems() and not fingerprint_problems(old.kind, old.path, old.manifest):
+                old.reused = True
+                return old
+        return None
 
-_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]  # stores may be shared between hosts
-
-
-def _remove_abandoned(folder: Path) -> None:
-    """Delete the temporary folders of writers on this host that died (kill -9) before publishing."""
-    for tmp in folder.glob(f".tmp-{_HOST}-*"):
-        try:
-            os.kill(int(tmp.name.split("-")[2]), 0)
-        except ProcessLookupError:  # no such process: nobody will finish it
-            shutil.rmtree(tmp, ignore_errors=True)
-        except (ValueError, IndexError, PermissionError):  # not ours to judge / alive under another user
-            continue
+    def retract(self, version: Version) -> None:
+        """Remove a version this process just published (a multi-version publish that failed part way)."""
+        gone = tmp_folder(self.root)
+        with locked(self.root / version.name):
+            os.replace(version.path, gone / version.path.name)
+        shutil.rmtree(gone, ignore_errors=True)
 
 
 def _fsync_tree(folder: Path) -> None:

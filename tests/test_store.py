@@ -60,7 +60,8 @@ def test_failed_write_publishes_nothing(store_dir: Path) -> None:
             w.write(_rationale(0))
             raise RuntimeError("crash mid-write")
     assert s.versions("rats") == []
-    assert not [p for p in (store_dir / "rats").iterdir() if p.name.startswith(".tmp")]
+    assert not (store_dir / "rats").exists()  # no empty <store>/<name>/ folder left behind
+    assert not list((store_dir / ".tmp").iterdir())
     assert s.names() == []  # the empty folder is not a dataset: not listed, not offered in errors
     with pytest.raises(NotFoundError, match=r"datasets: none"):
         s.resolve("rat")
@@ -119,9 +120,9 @@ def test_killed_writer_leaves_no_visible_version(store_dir: Path) -> None:
     assert Store(store_dir).versions("killed") == []
     r = data(["ls", "--json"])
     assert r.exit_code == 0 and r.json() == []
-    leftover = list((store_dir / "killed").glob(".tmp-*"))
-    assert len(leftover) == 1  # hidden, never a version
-    Store(store_dir).publish("killed", "rationales", [_rationale(0)])  # the next writer clears it away
+    leftover = list((store_dir / ".tmp").iterdir())
+    assert len(leftover) == 1 and not (store_dir / "killed").exists()  # hidden, never a version
+    Store(store_dir).publish("other", "rationales", [_rationale(0)])  # the next writer clears it away
     assert not any(p.exists() for p in leftover)
 
 

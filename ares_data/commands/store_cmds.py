@@ -7,26 +7,21 @@ from typing import Annotated
 
 import typer
 
-from .common import JsonOpt, StoreOpt, console, emit_json, get_store, tidy_float32
+from .common import JsonOpt, StoreOpt, console, emit_json, err_console, get_store, tidy_float32
 
 app = typer.Typer()
 
 
 @app.command("ls")
 def ls_cmd(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
-    """List datasets in the store with their versions, kinds and row counts.
+    """List datasets in the store with their versions, kinds and row counts; damaged versions are marked
+    (and listed on stderr with what is wrong), the others listed as usual.
 
     Example: ares-data ls --json (or: ares-data --store ares-demo/store ls)"""
+    from ..verify import survey
+
     s = get_store(store)
-    rows = []
-    for name in s.names():
-        versions = s.versions(name)
-        if not versions:
-            continue
-        latest = s.resolve(name)
-        rows.append({"name": name, "versions": [f"v{v}" for v in versions], "latest": latest.ref,
-                     "kind": latest.kind, "rows": latest.manifest.get("rows"),
-                     "created_at": latest.manifest.get("created_at")})
+    rows = survey(s)
     if as_json:
         emit_json(rows)
         return
@@ -36,9 +31,13 @@ def ls_cmd(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     for col in ("name", "kind", "latest", "versions", "rows", "created_at"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["name"], r["kind"], r["latest"], " ".join(r["versions"]), str(r["rows"]),
+        versions = " ".join(f"{v} (damaged)" if v in r["damaged"] else v for v in r["versions"])
+        table.add_row(r["name"], str(r["kind"] or "?"), r["latest"], versions, str(r["rows"]),
                       str(r["created_at"]))
     console().print(table if rows else f"store {s.root} is empty")
+    for r in rows:
+        for v, why in r["damaged"].items():
+            err_console().print(f"damaged: {r['name']}@{v}: {why}", highlight=False, markup=False)
 
 
 @app.command("show")
