@@ -125,7 +125,7 @@ def test_a_rejected_request_is_a_failed_row_not_a_stopped_run(store_dir: Path, s
     assert failed[0]["attempts"] == 1 and failed[0]["scores"] == []
     assert len(got) == 18 and r.json()["failed"] == 1
     srv.enqueue(["401"])  # a rejected key stops the run: nothing is published
-    r = score("--json", "-o", "other", srv=srv, teacher=teacher)
+    r = score("--json", "-o", "other", "--max-tokens", "777", srv=srv, teacher=teacher)  # new requests
     assert r.exit_code == 1 and "401" in r.stderr and "other" not in s.names()
 
 

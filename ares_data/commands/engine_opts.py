@@ -26,6 +26,23 @@ MaxCostOpt = Annotated[Optional[float], typer.Option(
 LogOpt = Annotated[Optional[Path], typer.Option(
     "--log", help="Append one JSON line per HTTP attempt (reply / retry / rejected / gave_up, with status, "
     "error, seconds) to FILE, for debugging long runs; keys are redacted.")]
+SetAsideOpt = Annotated[bool, typer.Option(
+    "--set-aside-damaged-cache", help="If the reply cache (<store>/.cache/teacher/replies.sqlite) is "
+    "damaged, rename it to replies.sqlite.damaged-TIME and go on with an empty one (the replies it held "
+    "are asked for, and paid, again).")]
+
+
+def set_aside_damaged_cache(store_root: Path) -> None:
+    """--set-aside-damaged-cache: move a damaged reply cache aside, saying so on stderr."""
+    from ..engine.cache import RequestCache
+    from .common import err_console
+
+    moved = RequestCache.set_aside_if_damaged(store_root)
+    if moved is not None:
+        err_console().print(f"the damaged reply cache was moved to {moved}; starting an empty cache",
+                            markup=False, highlight=False)
+
+
 MinOkOpt = Annotated[Optional[float], typer.Option(
     "--min-ok", min=0.0, max=1.0, help="Fail (exit 3) unless at least this fraction of the rows came back "
     "usable (status ok), e.g. 0.95. Default: fail only when none did; 0 accepts any result. The rows are "

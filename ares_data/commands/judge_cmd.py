@@ -23,9 +23,11 @@ from .engine_opts import (
     MinOkOpt,
     NoImagesOpt,
     RpmOpt,
+    SetAsideOpt,
     TimeoutOpt,
     TpmOpt,
     check_usable,
+    set_aside_damaged_cache,
 )
 from .progress import ProgressBar
 
@@ -77,6 +79,7 @@ def judge_cmd(
     min_ok: MinOkOpt = None,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
+    set_aside: SetAsideOpt = False,
 ) -> None:
     """Compare two rationale datasets with a teacher as judge: win / tie / loss of A against B with 95%
     confidence intervals (bootstrap over pairs). Every pair is judged with A shown first and with B shown
@@ -88,6 +91,8 @@ def judge_cmd(
     from ..teachers import make_teacher
 
     s = get_store(store)
+    if set_aside:
+        set_aside_damaged_cache(s.root)
     judge = make_teacher(teacher, base_url=base_url, timeout=timeout)
     engine_options = {"concurrency": concurrency, "rpm": rpm, "tpm": tpm, "timeout": timeout,
                       "max_attempts": max_attempts, "max_cost": max_cost}

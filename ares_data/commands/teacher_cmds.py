@@ -41,9 +41,11 @@ from .engine_opts import (
     MinOkOpt,
     NoImagesOpt,
     RpmOpt,
+    SetAsideOpt,
     TimeoutOpt,
     TpmOpt,
     check_usable,
+    set_aside_damaged_cache,
 )
 from .teacher_render import Progress, render_plan, render_summary
 
@@ -79,7 +81,7 @@ def score_cmd(teacher: TeacherOpt, rationales: RatArg = None, output: OutOpt = N
               max_tokens: MaxTokensOpt = None, max_cost: MaxCostOpt = None, prices: PricesOpt = None,
               dry_run: DryOpt = False, batch: BatchOpt = False,
               retry_failed: RetryOpt = None, log: LogOpt = None, min_ok: MinOkOpt = None,
-              store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+              store: StoreOpt = None, as_json: JsonOpt = False, set_aside: SetAsideOpt = False) -> None:
     """Score every sentence of every rationale in [0, 1] with a teacher -> a scores dataset.
 
     Rows stay aligned with the rationales (one row each, same order); a reply that cannot be validated is
@@ -100,7 +102,7 @@ def correct_cmd(teacher: TeacherOpt, rationales: RatArg = None, output: OutOpt =
                 max_tokens: MaxTokensOpt = None, max_cost: MaxCostOpt = None, prices: PricesOpt = None,
                 dry_run: DryOpt = False, batch: BatchOpt = False, retry_failed: RetryOpt = None,
                 log: LogOpt = None, min_ok: MinOkOpt = None, store: StoreOpt = None,
-                as_json: JsonOpt = False) -> None:
+                as_json: JsonOpt = False, set_aside: SetAsideOpt = False) -> None:
     """Have a teacher correct every rationale -> a corrections dataset (segmented, with an edit summary).
 
     Same engine, cache, cost control and resume as `score`.
@@ -124,11 +126,13 @@ def _make_teacher(spec: str, base_url: str | None, timeout: float) -> Any:
 def _teacher_command(task_name: str, *, rationales: str | None, teacher: str, output: str | None,
                      prompt: Path | None, no_images: bool, base_url: str | None, dry_run: bool, batch: bool,
                      retry_failed: str | None, store: Path | None, as_json: bool, prices: Path | None,
-                     max_tokens: int | None, log: Path | None, min_ok: float | None,
+                     max_tokens: int | None, log: Path | None, set_aside: bool, min_ok: float | None,
                      **engine: Any) -> None:
     from ..tasks import TASKS
 
     s = get_store(store)
+    if set_aside:
+        set_aside_damaged_cache(s.root)
     inputs = TeacherInputs.resolve(s, rationales, retry_failed, TASKS[task_name].kind)
     if max_tokens is None and inputs.retry_from is not None:  # retried rows keep the earlier reply budget
         max_tokens = inputs.retry_from.manifest.get("params", {}).get("max_tokens")
@@ -143,7 +147,7 @@ def _teacher_command(task_name: str, *, rationales: str | None, teacher: str, ou
         model = model or teacher_class(provider).default_model or ""
         with RequestCache.for_store(s.root) as cache:
             plan = plan_requests(provider, model, task, inputs.items(), cache=cache, pricing=pricing,
-                                 batch=batch)
+                                 batch=batch, scope=teacher_class(provider).scope_for(base_url))
         plan.update(teacher=teacher, output=name, sent=0)
         emit_json(plan) if as_json else render_plan(plan)
         return

@@ -89,8 +89,9 @@ def render_plan(plan: dict[str, Any]) -> None:
 def summary(version: Any, stats: Stats, warnings: list[str]) -> dict[str, Any]:
     d = stats.as_dict()
     return {"ref": version.ref, "path": str(version.path), "reused": version.reused, "rows": d["done"],
-            **{k: d[k] for k in ("ok", "failed", "cached", "from_cache", "sent", "attempts", "input_tokens",
-                                 "output_tokens", "cost_usd", "spent_usd", "elapsed_s")},
+            **{k: d[k] for k in ("ok", "failed", "cached", "from_cache", "refused_from_cache", "sent",
+                                 "attempts", "input_tokens", "output_tokens", "cost_usd", "spent_usd",
+                                 "elapsed_s")},
             "requests_per_s": round(stats.sent / stats.elapsed, 2) if stats.elapsed else 0.0,
             "warnings": warnings}
 
@@ -107,6 +108,7 @@ def render_summary(version: Any, stats: Stats, warnings: list[str], as_json: boo
     table.add_column("", justify="right")
     rows = {"rows": out["rows"], "ok": out["ok"], "failed": out["failed"],
             "cached (duplicate rows)": out["cached"], "answered from cache": out["from_cache"],
+            "refused before (not sent again)": out["refused_from_cache"],
             "requests sent": out["sent"], "http attempts": out["attempts"],
             "tokens in / out": f"{out['input_tokens']} / {out['output_tokens']}",
             "cost of the dataset (USD)": f"{out['cost_usd']:.4f}",

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NotFoundError, UsageError
+from ..redact import redact_text
 from ..teachers.base import Reply, Request
 from .cache import RequestCache
 from .engine import Done, Fresh, RowFailed
@@ -51,7 +52,7 @@ def batch_requests(teacher: Any, task: Any, items: Any, cache: RequestCache | No
             continue
         fresh = isinstance(item, Fresh)
         request = task.build(*(item.args if fresh else item))
-        key = request.cache_key(teacher.provider, teacher.model)
+        key = request.cache_key(teacher.cache_scope, teacher.model)
         if key in seen or (not fresh and cache is not None and key in cache):
             continue
         seen.add(key)
@@ -92,9 +93,10 @@ class BatchReplies:
     def __init__(self, teacher: Any, errors: dict[str, str]) -> None:
         self.inner, self.errors = teacher, errors
         self.provider, self.model, self.spec = teacher.provider, teacher.model, teacher.spec
+        self.cache_scope = teacher.cache_scope
 
     async def send(self, request: Request) -> Reply:
-        key = request.cache_key(self.provider, self.model)
+        key = request.cache_key(self.cache_scope, self.model)
         if key in self.errors:
             raise RowFailed(f"the batch API could not answer this request: {self.errors[key]}")
         return await self.inner.send(request)
@@ -150,7 +152,11 @@ async def group_status(teacher: Any, ids: list[str]) -> dict[str, Any]:
 
 
 async def group_results(teacher: Any, ids: list[str]) -> dict[str, Reply | str]:
+    """Every provider batch's results, with the keys in use redacted (they go to the reply cache)."""
     results: dict[str, Reply | str] = {}
+    secrets = teacher.secrets()
     for i in ids:
-        results.update(await teacher.batch_results(i))
+        for cid, result in (await teacher.batch_results(i)).items():
+            is_reply = isinstance(result, Reply)
+            results[cid] = result.redacted(secrets) if is_reply else redact_text(result, secrets)
     return results

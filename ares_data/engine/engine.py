@@ -36,7 +36,7 @@ from ..errors import BudgetExceeded
 from ..redact import redact_text
 from ..tasks.base import ValidationError
 from ..teachers.base import FatalTeacherError, Reply, Request, RequestRejected, RetryableError
-from .cache import RequestCache
+from .cache import CachedRejection, RequestCache
 from .limiter import RateLimiter
 from .log import RequestLog
 from .pricing import Price, PriceTable, estimate_input_tokens
@@ -63,6 +63,7 @@ class Stats:
     failed: int = 0
     cached: int = 0  # rows sharing an earlier row's identical request
     from_cache: int = 0  # requests answered from the persistent cache (e.g. by an interrupted run)
+    refused_from_cache: int = 0  # requests an earlier run saw refused (400/413/422): failed, not sent again
     sent: int = 0  # requests answered by the teacher in this run
     attempts: int = 0  # HTTP attempts in this run
     input_tokens: int = 0
@@ -128,6 +129,8 @@ class Engine:
     ) -> None:
         self.teacher, self.task, self.config, self.cache, self.log = teacher, task, config, cache, log
         self.provider, self.model = teacher.provider, teacher.model
+        self.scope = getattr(teacher, "cache_scope", self.provider)  # the cache keys' provider[@endpoint]
+        self.secrets: tuple[str, ...] = teacher.secrets() if hasattr(teacher, "secrets") else ()
         pricing = pricing or PriceTable()
         self.price: Price = pricing.price(self.provider, self.model) or Price(0.0, 0.0)
         self.warnings = [w for w in [pricing.warning(self.provider, self.model)] if w]
@@ -141,6 +144,7 @@ class Engine:
         self._reserved = 0.0  # estimated cost of requests in flight
         self._stop: BaseException | None = None
         self._streak, self._streak_shape = 0, ""  # requests refused in a row with the same message
+        self._streak_keys: list[str] = []  # their cache keys
 
     # ---- rows ------------------------------------------------------------------------------------
     async def run(self, items: Iterable[Any]) -> AsyncIterator[dict[str, Any]]:
@@ -179,7 +183,7 @@ class Engine:
         fresh = isinstance(item, Fresh)
         args = tuple(item.args if fresh else item)
         request = self.task.build(*args)  # built here, in input order, so ownership is deterministic
-        key = request.cache_key(self.provider, self.model)
+        key = request.cache_key(self.scope, self.model)
         duplicate = key in self._owned
         self._owned.add(key)
         return asyncio.ensure_future(self._row(args, request, key, duplicate, fresh))
@@ -195,7 +199,7 @@ class Engine:
         except ValidationError as exc:
             error = str(exc)
         retry = self.task.retry_request(request, first.reply, error)
-        second = await self._get(retry, retry.cache_key(self.provider, self.model), fresh, not duplicate)
+        second = await self._get(retry, retry.cache_key(self.scope, self.model), fresh, not duplicate)
         outs.append(second)
         if second.reply is None:
             why = f"invalid reply ({error}); the follow-up request failed: {second.error}"
@@ -225,7 +229,8 @@ class Engine:
                 **self._teacher_columns(outs, duplicate)}
 
     def _failed(self, args: tuple, ids: dict, error: str, raw: str, outs: list[_Outcome], dup: bool) -> dict:
-        return {**ids, **self.task.failed_fields(*args), "status": "failed", "error": redact_text(error),
+        return {**ids, **self.task.failed_fields(*args), "status": "failed",
+                "error": redact_text(error, self.secrets),
                 "raw_response": raw, **self._teacher_columns(outs, dup)}
 
     def _account(self, row: dict[str, Any]) -> None:
@@ -247,9 +252,12 @@ class Engine:
             return await asyncio.shield(shared)
         if self.cache is not None and not (fresh and key not in self._fresh_done):
             hit = self.cache.get(key)
+            if isinstance(hit, CachedRejection):  # refused before: asking again would be refused (and paid)
+                self.stats.refused_from_cache += count
+                return _Outcome(None, hit.attempts, f"rejected by the provider: {hit.message}")
             if hit is not None:
                 self.stats.from_cache += count  # duplicate rows are counted as `cached` instead
-                return _Outcome(hit.reply, hit.attempts, batch=hit.batch)
+                return _Outcome(hit.reply.redacted(self.secrets), hit.attempts, batch=hit.batch)
         # fetch inline (no extra task per request); rows asking the same thing meanwhile wait on `fut`
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         self._inflight[key] = fut
@@ -304,8 +312,11 @@ class Engine:
                         return _Outcome(None, attempts, str(exc))
                     except RequestRejected as exc:
                         self._log("rejected", key, attempt=attempts, status=exc.status, error=str(exc))
-                        self._rejected(exc)
-                        return _Outcome(None, attempts, f"rejected by the provider: {exc}")
+                        self._rejected(exc, key)
+                        message = redact_text(str(exc), self.secrets)
+                        if self.cache is not None:
+                            self.cache.put_rejection(key, exc.status, message, attempts=attempts)
+                        return _Outcome(None, attempts, f"rejected by the provider: {message}")
                     except FatalTeacherError as exc:
                         self._log("fatal", key, attempt=attempts, status=exc.status, error=str(exc))
                         self._stop = self._stop or exc
@@ -330,12 +341,18 @@ class Engine:
         if self.log is not None:
             self.log.write(event, key, **fields)
 
-    def _rejected(self, exc: RequestRejected) -> None:
-        """Count refusals in a row with the same message (numbers aside); stop the run at REJECT_STREAK."""
+    def _rejected(self, exc: RequestRejected, key: str) -> None:
+        """Count refusals in a row with the same message (numbers aside); stop the run at REJECT_STREAK.
+        Such a streak says something about the run (every request is refused), not about its requests:
+        their cached refusals are forgotten, so the rerun after the fix asks again."""
         shape = re.sub(r"\d+", "#", str(exc))
-        self._streak = self._streak + 1 if shape == self._streak_shape else 1
+        same = shape == self._streak_shape
+        self._streak = self._streak + 1 if same else 1
+        self._streak_keys = [*self._streak_keys, key] if same else [key]
         self._streak_shape = shape
         if self._streak >= REJECT_STREAK and self._stop is None:
+            if self.cache is not None:
+                self.cache.forget_rejections(self._streak_keys)
             self._stop = FatalTeacherError(
                 f"the provider rejected the last {self._streak} requests in a row the same way: {exc}",
                 status=exc.status, hint=f"{exc.hint}; nothing was published" if exc.hint else None)
@@ -343,7 +360,8 @@ class Engine:
             raise self._stop
 
     def _arrived(self, key: str, reply: Reply, attempts: int) -> _Outcome:
-        self._streak = 0
+        self._streak, self._streak_keys = 0, []
+        reply = reply.redacted(self.secrets)  # an echoed key reaches neither the cache nor the rows
         if self.cache is not None:
             self.cache.put(key, reply, attempts=attempts)  # committed before anything else happens
         self.stats.sent += 1

@@ -20,7 +20,9 @@ def plan_requests(
     cache: RequestCache | None = None,
     pricing: PriceTable | None = None,
     batch: bool = False,
+    scope: str | None = None,
 ) -> dict[str, Any]:
+    """`scope`: the teacher's `cache_scope` (default `provider`: its official endpoint)."""
     pricing = pricing or PriceTable()
     price = pricing.price(provider, model)
     seen: set[str] = set()
@@ -33,7 +35,7 @@ def plan_requests(
             continue
         fresh = isinstance(item, Fresh)
         request = task.build(*(item.args if fresh else item))
-        key = request.cache_key(provider, model)
+        key = request.cache_key(scope or provider, model)
         if key in seen:
             duplicates += 1
             continue

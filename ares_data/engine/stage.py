@@ -27,7 +27,7 @@ from .log import RequestLog
 from .pricing import PriceTable
 
 USAGE_KEYS = ("input_tokens", "output_tokens", "cost_usd", "spent_usd", "elapsed_s")
-COUNT_KEYS = ("ok", "failed", "cached", "from_cache", "sent", "attempts")
+COUNT_KEYS = ("ok", "failed", "cached", "from_cache", "refused_from_cache", "sent", "attempts")
 
 
 def teacher_build_params(teacher_spec: str, task_name: str, task: Any, inputs: TeacherInputs) -> dict:

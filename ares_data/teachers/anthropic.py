@@ -19,6 +19,8 @@ class AnthropicTeacher(SDKTeacher):
     provider = "anthropic"
     sdk = anthropic
     key_env_var = "ANTHROPIC_API_KEY"
+    base_url_env = "ANTHROPIC_BASE_URL"
+    official_hosts = ("anthropic.com",)
     supports_batch = True
 
     def __init__(
@@ -28,6 +30,7 @@ class AnthropicTeacher(SDKTeacher):
         key = os.environ.get("ANTHROPIC_API_KEY")
         if not key:
             raise MissingKeyError("ANTHROPIC_API_KEY", "anthropic")
+        self._keys = (key,)
         # base_url=None lets the SDK read ANTHROPIC_BASE_URL, as it documents.
         self.client = anthropic.AsyncAnthropic(
             api_key=key, base_url=base_url, max_retries=max_retries_in_sdk, timeout=timeout

@@ -10,11 +10,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from ..errors import TeacherError
+from ..redact import redact_values, usable_secrets
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,8 @@ class Request:
         return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     def cache_key(self, provider: str, model: str) -> str:
-        """sha256 over provider, model and every request field (image bytes included, as base64)."""
+        """sha256 over provider, model and every request field (image bytes included, as base64).
+        `provider` is the teacher's `cache_scope` (the provider, plus the endpoint for other servers)."""
         h = hashlib.sha256()
         h.update(f"{provider}\x00{model}\x00".encode())
         h.update(self.canonical_json().encode())
@@ -90,6 +94,15 @@ class Reply:
     def from_dict(cls, d: dict[str, Any]) -> Reply:
         return cls(**d)
 
+    def redacted(self, secrets: tuple[str, ...]) -> Reply:
+        """This reply with `secrets` (the API keys in use) replaced by *** in its text, data and extra: a
+        server or proxy that echoes a key must not get it stored in a dataset or the reply cache."""
+        if not secrets:
+            return self
+        return dataclasses.replace(self, text=redact_values(self.text, secrets),
+                                   data=redact_values(self.data, secrets),
+                                   extra=redact_values(self.extra, secrets))
+
 
 TRUNCATED_STOP_REASONS = frozenset({"max_tokens", "length", "model_context_window_exceeded"})
 # Anthropic "refusal"; OpenAI "content_filter" (content omitted) and message.refusal (mapped to "refusal")
@@ -125,6 +138,8 @@ class Teacher(ABC):
 
     provider: ClassVar[str]
     key_env_var: ClassVar[str | None] = None
+    base_url_env: ClassVar[str | None] = None  # the variable the SDK reads when no base_url is given
+    official_hosts: ClassVar[tuple[str, ...]] = ()  # the provider's own API (and its subdomains)
     default_model: ClassVar[str | None] = None
     supports_batch: ClassVar[bool] = False
 
@@ -141,10 +156,37 @@ class Teacher(ABC):
         self.timeout = timeout
         self.max_retries_in_sdk = max_retries_in_sdk
         self._rate_limit: dict | None = None
+        self._keys: tuple[str | None, ...] = ()  # the API keys this teacher sends
+
+    def secrets(self) -> tuple[str, ...]:
+        """The API keys in use, longest first: redacted from replies before anything stores them."""
+        return usable_secrets(self._keys)
 
     @property
     def spec(self) -> str:
         return f"{self.provider}:{self.model}"
+
+    @property
+    def cache_scope(self) -> str:
+        """What the reply cache keys name besides the model (see `scope_for`)."""
+        return self.scope_for(self.base_url)
+
+    @classmethod
+    def scope_for(cls, base_url: str | None) -> str:
+        """The provider alone for its official API, so cache entries made before endpoints entered the key
+        stay valid; `provider@URL` for any other server (vLLM, Ollama, a proxy), because two servers may
+        serve different models under one name. The URL is the one the SDK will use (`base_url`, else the
+        provider's base-URL variable), normalised, without user:password."""
+        url = base_url or (os.environ.get(cls.base_url_env) if cls.base_url_env else None)
+        if not url or not url.strip():
+            return cls.provider
+        parts = urlsplit(url.strip())
+        host = (parts.hostname or "").lower()
+        if any(host == h or host.endswith("." + h) for h in cls.official_hosts):
+            return cls.provider
+        netloc = parts.netloc.rpartition("@")[2].lower()
+        query = f"?{parts.query}" if parts.query else ""
+        return f"{cls.provider}@{parts.scheme.lower()}://{netloc}{parts.path.rstrip('/')}{query}"
 
     @abstractmethod
     async def send(self, request: Request) -> Reply:

@@ -13,7 +13,6 @@ import json
 import os
 import re
 from typing import Any
-from urllib.parse import urlparse
 
 import openai
 from openai.types.chat import ChatCompletion
@@ -37,15 +36,17 @@ class OpenAITeacher(SDKTeacher):
     provider = "openai"
     sdk = openai
     key_env_var = "OPENAI_API_KEY"
+    base_url_env = "OPENAI_BASE_URL"
+    official_hosts = ("openai.com",)
     supports_batch = True
 
     def __init__(
         self, model: str, *, base_url: str | None = None, timeout: float = 60.0, max_retries_in_sdk: int = 0
     ) -> None:
         super().__init__(model, base_url=base_url, timeout=timeout, max_retries_in_sdk=max_retries_in_sdk)
-        effective = base_url or os.environ.get("OPENAI_BASE_URL") or ""
-        self.is_openai = not effective or (urlparse(effective).hostname or "").endswith("openai.com")
+        self.is_openai = self.cache_scope == self.provider  # no base URL, or api.openai.com
         key = os.environ.get("OPENAI_API_KEY")
+        self._keys = (key,)
         if not key:
             if self.is_openai:
                 raise MissingKeyError("OPENAI_API_KEY", "openai")

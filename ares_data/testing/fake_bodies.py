@@ -49,13 +49,18 @@ def _prose(obj: dict) -> str:
     return obj.get("corrected", "")
 
 
-def compute_answer(body: dict, fault: str | None, plain_text: bool) -> Answer:
-    """What the fake teacher answers to a request body (either provider's format)."""
+def compute_answer(body: dict, fault: str | None, plain_text: bool, echo: str = "") -> Answer:
+    """What the fake teacher answers to a request body (either provider's format); a valid reply that
+    repeats `echo` (the request's key header) when it is given."""
     texts, images = _texts_and_images(body)
     data = next((d for d in map(extract_data, texts) if d is not None), None)
     if data is None:
-        return Answer(None, "OK", images=images)
+        return Answer(None, f"OK {echo}".strip(), images=images)
     obj = answer_task(data)
+    if echo and "corrected" in obj:
+        obj = {**obj, "corrected": f"{obj['corrected']} The request came with {echo}."}
+    elif echo:
+        obj = {**obj, "note": f"the request came with {echo}"}
     if fault == "refusal":
         return Answer(None, REFUSAL, images=images, refused=True)
     if fault == "malformed":

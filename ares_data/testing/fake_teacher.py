@@ -30,7 +30,8 @@ from .http import HttpRequest, HttpResponse
 
 STATUS_FAULTS = {"429": 429, "529": 529, "500": 500, "400": 400, "401": 401, "403": 403, "404": 404}
 ALL_FAULTS = frozenset(
-    {*STATUS_FAULTS, "hang", "drop", "truncate", "badjson", "malformed", "wronglen", "refusal", "quota"}
+    {*STATUS_FAULTS, "hang", "drop", "truncate", "badjson", "malformed", "wronglen", "refusal", "quota",
+     "echokey"}
 )
 DEFAULT_RATE_FAULTS = ("429", "529", "500", "hang", "malformed", "wronglen")
 
@@ -170,7 +171,8 @@ class FakeTeacher:
                 self.stats.unauthenticated += 1
                 return self._error(provider, 401, "missing API key header")
             if req.method == "POST" and path in ("/v1/messages", "/v1/chat/completions"):
-                return await self._model(provider, path, json.loads(req.body or b"{}"))
+                auth = req.headers.get("x-api-key") or req.headers.get("authorization") or ""
+                return await self._model(provider, path, json.loads(req.body or b"{}"), auth)
             return self.batches.route(req, path)
         except (ValueError, KeyError, TypeError) as e:
             return self._error(provider, 400, f"bad request: {e}")
@@ -178,7 +180,7 @@ class FakeTeacher:
     def count(self, endpoint: str) -> None:
         self.stats.by_endpoint[endpoint] = self.stats.by_endpoint.get(endpoint, 0) + 1
 
-    async def _model(self, provider: str, path: str, body: dict) -> HttpResponse:
+    async def _model(self, provider: str, path: str, body: dict, auth: str = "") -> HttpResponse:
         self.count(f"{provider}:{path}")
         key = content_hash(body)
         self.stats.by_hash[key] = self.stats.by_hash.get(key, 0) + 1
@@ -214,15 +216,16 @@ class FakeTeacher:
             return HttpResponse(action="drop")
         if fault == "badjson":  # a 200 whose body is not JSON at all
             return HttpResponse(200, b'{"id": "broken', headers=self._limit_headers(provider))
-        payload = self.reply_body(provider, body, fault)
+        payload = self.reply_body(provider, body, fault, echo=auth if fault == "echokey" else "")
         self.stats.answered_by_hash[key] = self.stats.answered_by_hash.get(key, 0) + 1
         resp = self._json(payload, 200, self._limit_headers(provider))
         if fault == "truncate":
             resp.action = "truncate"
         return resp
 
-    def reply_body(self, provider: str, body: dict, fault: str | None) -> dict:
-        ans = compute_answer(body, fault, self.options.plain_text)
+    def reply_body(self, provider: str, body: dict, fault: str | None, echo: str = "") -> dict:
+        """`echo`: a request header value the reply repeats (the `echokey` fault: a leaky proxy)."""
+        ans = compute_answer(body, fault, self.options.plain_text, echo)
         self.stats.images += ans.images
         return anthropic_message(body, ans) if provider == "anthropic" else openai_completion(body, ans)
 

@@ -10,7 +10,8 @@ Faults (`--faults`, drawn at `--fault-rate`, or queued with `enqueue`): 429 (wit
 529 (overloaded), 500, 400/401/403/404, hang (no reply for `hang_s`), drop (connection closed),
 truncate (half a body), badjson (a 200 whose body is not JSON), malformed (unparseable reply
 content), wronglen (one score missing / a cut-off correction), refusal (a safety refusal in the provider's
-format), quota (the 429 of an account out of credit / over its spend limit, not retryable).
+format), quota (the 429 of an account out of credit / over its spend limit, not retryable), echokey (a
+valid reply that repeats the request's key header, like a leaky proxy).
 Control endpoints: GET /_fake/stats, POST /_fake/config, POST /_fake/reset. API keys are checked for presence
 only and never stored.
 """
