@@ -77,6 +77,10 @@ def _setup(tmp_path: Path, model: Path, *, teacher: str = "reference", base_url:
     return cfg
 
 
+def run_json_ref(run_dir: Path) -> str:
+    return json.loads((run_dir / "run.json").read_text())["reference_model"]
+
+
 def test_two_round_loop_through_the_cli(store_dir: Path, tmp_path: Path, tiny_model: Path) -> None:
     cfg = _setup(tmp_path, tiny_model)
     run_dir = tmp_path / "run"
@@ -106,6 +110,19 @@ def test_two_round_loop_through_the_cli(store_dir: Path, tmp_path: Path, tiny_mo
     for sid in ("r1s1-ppo", "r1s2-sft", "r2s1-ppo", "r2s2-sft"):
         manifest = json.loads((Path(stages[sid]["outputs"]["model"]) / "ares-checkpoint.json").read_text())
         assert manifest["stage"] == sid.split("-")[1]
+    # the KL anchor is the run's starting model in every round, and the critic is carried over
+    for sid in ("r1s1-ppo", "r2s1-ppo"):
+        assert stages[sid]["inputs"]["ref_model"] == str(tiny_model)
+        manifest = json.loads((Path(stages[sid]["outputs"]["model"]) / "ares-checkpoint.json").read_text())
+        assert manifest["reference"]["model"] == str(tiny_model)
+    assert stages["r1s1-ppo"]["inputs"]["value_model"] is None
+    assert stages["r2s1-ppo"]["inputs"]["value_model"] == stages["r1s1-ppo"]["outputs"]["value_model"]
+    assert run_json_ref(run_dir) == str(tiny_model)
+    # round 2 starts from the SFT checkpoint, not from the reference: its KL term is not zero
+    log = [json.loads(line) for line in
+           (Path(stages["r2s1-ppo"]["outputs"]["model"]) / "ppo_log.jsonl").read_text().splitlines()]
+    assert all(abs(m["objective/kl"]) > 1e-4 for m in log)
+    assert all(m["reward/total"] != m["reward/sentence"] for m in log)
     assert [r["round"] for r in out["rounds"]] == [0, 1, 2]
     assert out["rounds"][1]["reward"] is not None and out["rounds"][2]["accuracy"] is not None
     run_json = json.loads((run_dir / "run.json").read_text())

@@ -152,17 +152,20 @@ def test_buffer_logprobs_match_unpadded_forward(store_dir: Path, text_model: Pat
         forward_batch_size=4,
     )
     trainer, policy, data, _ = build_trainer(cfg, Store(store_dir))
-    rows = data.rollouts
+    rows = trainer.rollouts  # this process's share, in the trainer's order
     assert len({r.prompt_ids.shape[0] for r in rows}) > 1 and len({r.response_ids.shape[0] for r in rows}) > 1
-    buf = trainer._score_buffer(rows)
+    trainer.behaviour = trainer._behaviour()
+    buf = trainer._score_buffer(0, rows)
+    device = next(policy.model.parameters()).device  # build_trainer moves the model to the accelerator
     for i, r in enumerate(rows):
-        ids = torch.cat([r.prompt_ids, r.response_ids])[None]
+        ids = torch.cat([r.prompt_ids, r.response_ids])[None].to(device)
         with torch.no_grad():
             logits = policy.model(input_ids=ids).logits[0, r.prompt_ids.shape[0] - 1 : -1]
-        want = torch.log_softmax(logits.float(), -1).gather(-1, r.response_ids[:, None])[:, 0]
+        want = torch.log_softmax(logits.float(), -1).gather(-1, r.response_ids[:, None].to(device))[:, 0]
         n = r.response_ids.shape[0]
-        assert torch.allclose(buf.logprobs[i, :n], want, atol=1e-5)
-        assert torch.allclose(buf.ref_logprobs[i, :n], want, atol=1e-5)  # the reference is the initial policy
+        assert torch.allclose(buf.logprobs[i, :n].cpu(), want.cpu(), atol=1e-5)
+        # the reference is the initial policy
+        assert torch.allclose(buf.ref_logprobs[i, :n].cpu(), want.cpu(), atol=1e-5)
         assert buf.sentence_rewards[i, :n].tolist() == pytest.approx(r.rewards.tolist())
         assert bool(buf.mask[i, :n].all()) and not bool(buf.mask[i, n:].any())
 

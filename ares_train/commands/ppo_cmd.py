@@ -27,7 +27,11 @@ def ppo_cmd(
     ref_model: Annotated[Optional[str], _o("ref_model")] = None,
     value_model: Annotated[Optional[str], _o("value_model")] = None,
     kl_coef: Annotated[Optional[float], _o("kl_coef")] = None,
+    kl_estimator: Annotated[Optional[str], _o("kl_estimator")] = None,
     neutral_score: Annotated[Optional[float], _o("neutral_score")] = None,
+    reward_level: Annotated[Optional[str], _o("reward_level")] = None,
+    reward_normalization: Annotated[Optional[str], _o("reward_normalization")] = None,
+    cliprange_value: Annotated[Optional[float], _o("cliprange_value")] = None,
     ppo_epochs: Annotated[Optional[int], _o("ppo_epochs")] = None,
     mini_batch_size: Annotated[Optional[int], _o("mini_batch_size")] = None,
     micro_batch_size: Annotated[Optional[int], _o("micro_batch_size")] = None,
@@ -42,14 +46,19 @@ def ppo_cmd(
     report_to: Annotated[Optional[str], _o("report_to")] = None,
     seed: Annotated[Optional[int], _o("seed")] = None,
     dtype: Annotated[Optional[str], _o("dtype")] = None,
+    save_dtype: Annotated[Optional[str], _o("save_dtype")] = None,
     config: ConfigOpt = None,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train --model with PPO on its own rollouts (--rationales) rewarded at each sentence end by the
     teacher's sentence scores (--scores): reward = score - neutral_score on the token holding the sentence's
-    last character, minus kl_coef * KL to the reference on every token. Writes the policy (or LoRA adapter),
-    ares-checkpoint.json and ppo_log.jsonl to -o OUTDIR; an interrupted run resumes when started again.
+    last character, minus kl_coef * KL to the reference on every token. The reference is --ref-model (an
+    ARES run's starting model; `ares-train loop` passes it every round), else the initial policy; the output
+    says which. Writes the policy (float32 unless --save-dtype; or the LoRA adapter), the value model
+    (OUTDIR/value: give it as --value-model to the next round), ares-checkpoint.json and ppo_log.jsonl to
+    -o OUTDIR; an interrupted run resumes when started again. Every default says where it comes from
+    (paper = the authors' released code, TRL = TRL's PPOConfig).
     Multi-GPU: accelerate launch -m ares_train.cli ppo ... (see ares_train/configs). Settings without a
     flag (gamma, lam, cliprange, vf_coef, optim, ...) go in a \\[ppo] table of the --config file.
 
@@ -73,6 +82,8 @@ def ppo_cmd(
         "resumed": result.resumed,
         "steps": last.get("step"),
         "final": last,
+        "reference": result.reference,
+        "value_model": {"started_from": result.value_start, "saved": str(result.output_dir / "value")},
     }
     if as_json:
         emit_json(summary)
@@ -86,6 +97,8 @@ def ppo_cmd(
         + "); "
         f"loss {last.get('loss/total', float('nan')):.4f}, "
         f"sentence reward {last.get('reward/sentence', 0):.4f}, "
-        f"KL {last.get('objective/kl_current', 0):.4f}",
+        f"KL to the reference {last.get('objective/kl_current', 0):.4f}",
         highlight=False,
     )
+    ref = result.reference
+    err_console().print(f"reference: {ref.get('model')} ({ref.get('how')})", highlight=False, soft_wrap=True)

@@ -159,6 +159,7 @@ class LoopRun:
                  "store": str(self.store.root.resolve()), "config": self.settings.to_dict(),
                  "config_sha": self.settings.sha(), "created_at": _now(), "status": "running",
                  "problems": self.store.resolve_kind(self.settings.loop.problems, "problems").ref,
+                 "reference_model": self.settings.loop.model,  # the KL anchor of every RL stage
                  "stages": [asdict(s) for s in self.stages]}
         if not path.is_file():
             self.settings.loop.problems = fresh["problems"]  # pinned: a later ingest cannot change a run
@@ -242,8 +243,9 @@ class LoopRun:
             return {"model": state["model"], "problems": self.settings.loop.problems}
         if stage.kind in ("score", "correct"):
             return {"rationales": state["rationales"], "teacher": self.settings.loop.teacher}
-        if stage.kind == "ppo":
-            return {"model": state["model"], "rationales": state["rationales"], "scores": state["scores"]}
+        if stage.kind == "ppo":  # the KL reference is the run's starting model in every round (the paper's)
+            return {"model": state["model"], "rationales": state["rationales"], "scores": state["scores"],
+                    "ref_model": self.settings.loop.model, "value_model": state.get("value_model")}
         return {"model": state["model"], "corrections": state["corrections"]}
 
     def _call(self, ctx: stages.Context, stage: Stage) -> tuple[dict, dict]:
@@ -255,7 +257,8 @@ class LoopRun:
         if stage.kind in ("score", "correct"):
             return stages.teacher_stage(ctx, stage.kind, inp["rationales"])
         if stage.kind == "ppo":
-            return stages.ppo(ctx, inp["model"], inp["rationales"], inp["scores"], ckpt)
+            return stages.ppo(ctx, inp["model"], inp["rationales"], inp["scores"], ckpt,
+                              ref_model=inp.get("ref_model"), value_model=inp.get("value_model"))
         if stage.kind == "sft":
             return stages.sft(ctx, inp["model"], inp["corrections"], ckpt)
         return stages.evaluate(ctx, inp["model"])

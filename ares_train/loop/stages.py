@@ -125,18 +125,26 @@ def _finished_checkpoint(outdir: Path, datasets: list[str], store: Store) -> dic
     return manifest if all(store.resolve(ref).fingerprint in have for ref in datasets) else None
 
 
-def ppo(ctx: Context, model: str, rationales: str, scores: str, outdir: Path) -> tuple[dict, dict]:
-    from ..ppo.run import PPORunConfig, run_ppo
+def ppo(ctx: Context, model: str, rationales: str, scores: str, outdir: Path, *,
+        ref_model: str | None = None, value_model: str | None = None) -> tuple[dict, dict]:
+    """PPO from `model` with the KL taken against `ref_model` (the loop's starting model, unless [ppo]
+    names one) and the critic carried over from the previous PPO stage (`value_model`, its OUTDIR/value)."""
+    from ..ppo.run import VALUE_DIR, PPORunConfig, run_ppo
 
     done = _finished_checkpoint(outdir, [rationales, scores], ctx.store)
     if done is None:
-        cfg = PPORunConfig(**{**ctx.settings.ppo, "model": model, "rationales": rationales, "scores": scores,
-                              "output_dir": str(outdir)})
+        values = {"ref_model": ref_model, "value_model": value_model, **ctx.settings.ppo}
+        values.update(model=model, rationales=rationales, scores=scores, output_dir=str(outdir))
+        cfg = PPORunConfig(**values)
         cfg.validate()
         run_ppo(cfg, ctx.store, on_step=ctx.tick)
         done = _finished_checkpoint(outdir, [rationales, scores], ctx.store) or {}
     metrics = {k: v for k, v in (done.get("final_metrics") or {}).items() if isinstance(v, (int, float))}
-    return {"model": str(outdir)}, {**metrics, "weights_fingerprint": done.get("weights_fingerprint")}
+    metrics["reference"] = (done.get("reference") or {}).get("model")
+    out = {"model": str(outdir)}
+    if (outdir / VALUE_DIR).is_dir():
+        out["value_model"] = str(outdir / VALUE_DIR)
+    return out, {**metrics, "weights_fingerprint": done.get("weights_fingerprint")}
 
 
 def sft(ctx: Context, model: str, corrections: str, outdir: Path) -> tuple[dict, dict]:

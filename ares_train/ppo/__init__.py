@@ -1,7 +1,7 @@
 """The ARES RL stage: PPO with a reward at the end of every scored sentence.
 
 - `rewards.py`   where a sentence's reward lands: character offsets -> the token holding its last character
-- `data.py`      rationales + scores datasets -> rollouts (prompt and response ids, per-token sentence rewards)
+- `data.py`      rationales + scores -> rollouts (prompt and response ids, per-token sentence rewards)
 - `algorithm.py` the PPO arithmetic: per-token KL and rewards, GAE, clipped policy + value loss
 - `value.py`     the value model (scalar head on the policy's backbone)
 - `trainer.py`   the train loop over buffers of dataset rollouts (TRL's PPOTrainer set-up)

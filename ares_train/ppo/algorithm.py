@@ -84,18 +84,35 @@ def ppo_loss(
     mask: torch.Tensor,
     *,
     cliprange: float = 0.2,
-    cliprange_value: float = 0.2,
+    cliprange_value: float = 0.0,
     vf_coef: float = 0.1,
+    n_tokens: torch.Tensor | float | None = None,
 ) -> LossOut:
-    """Clipped policy loss + vf_coef * clipped value loss, averaged over the masked tokens."""
-    vclipped = torch.clamp(vpred, old_values - cliprange_value, old_values + cliprange_value)
-    vf1, vf2 = (vpred - returns) ** 2, (vclipped - returns) ** 2
-    vf_loss = 0.5 * masked_mean(torch.max(vf1, vf2), mask)
+    """Clipped policy loss + vf_coef * value loss, summed over the masked tokens and divided by `n_tokens`.
+
+    `n_tokens` is the number of response tokens of the whole mini-batch when this is one micro-batch of it
+    (default: this batch's own count), so the micro-batch losses add up to the mini-batch's per-token mean
+    whatever the micro-batch size. `cliprange_value` > 0 clips the value prediction to old value +- that
+    (PPO2-style); 0 trains the value model on the plain squared error (the paper's code).
+    """
+    mask_f = mask.to(new_logprobs.dtype)
+    denom = mask_f.sum() if n_tokens is None else n_tokens
+
+    def token_mean(x: torch.Tensor) -> torch.Tensor:
+        return (x * mask_f).sum() / denom
+
+    vf1 = (vpred - returns) ** 2
+    if cliprange_value > 0:
+        vclipped = torch.clamp(vpred, old_values - cliprange_value, old_values + cliprange_value)
+        vf2 = (vclipped - returns) ** 2
+        vf_loss = 0.5 * token_mean(torch.max(vf1, vf2))
+    else:
+        vf2, vf_loss = vf1, 0.5 * token_mean(vf1)
     diff = new_logprobs - old_logprobs
     ratio = torch.exp(diff)
     pg1 = -advantages * ratio
     pg2 = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
-    pg_loss = masked_mean(torch.max(pg1, pg2), mask)
+    pg_loss = token_mean(torch.max(pg1, pg2))
     with torch.no_grad():
         stats = dict(
             pg_clipfrac=masked_mean((pg2 > pg1).float(), mask),

@@ -18,7 +18,7 @@ from ares_data.errors import InputError, UsageError
 from ares_data.store import Store, Version
 
 from ..sampling import differences, stop_token_ids
-from .rewards import NEUTRAL_SCORE, align_sentence_rewards
+from .rewards import NEUTRAL_SCORE, align_sentence_rewards, shape_rewards
 
 
 @dataclass
@@ -50,6 +50,8 @@ def load_rollouts(
     neutral_score: float = NEUTRAL_SCORE,
     model_fingerprint: str | None = None,
     allow_off_policy: bool = False,
+    reward_level: str = "sentence",
+    reward_normalization: str = "sum",
 ) -> RolloutSet:
     """Join rationales with their scores by rationale_id and build the rollouts (see module doc).
 
@@ -57,6 +59,7 @@ def load_rollouts(
     `allow_off_policy` (then they are used and counted as `off_policy`). Likewise a row whose stored
     `prompt` (non-empty) differs from the prompt re-built now (a changed chat template or prompt format)
     raises UsageError unless `allow_off_policy` (then it is used and counted as `prompt_mismatch`).
+    `reward_level` and `reward_normalization` shape the per-token rewards (`ares_train.ppo.rewards`).
     A row not sampled from softmax(logits / T) (`ares_train.sampling.differences`: truncation, penalties,
     greedy, or no recorded sampling parameters) raises UsageError unless `allow_off_policy` (then it is
     counted as `off_distribution`); so do rows of several temperatures (`mixed_temperature`; PPO then scores
@@ -121,6 +124,8 @@ def load_rollouts(
             ids.append(_restored_eos(policy, stops))  # so PPO trains stopping too
             rewards.append(0.0)
             out.counts["eos_restored"] += 1
+        rewards = shape_rewards(rewards, len(score["scores"]), level=reward_level,
+                                normalization=reward_normalization)
         ids_t, rewards_t = torch.tensor(ids, dtype=torch.long), torch.tensor(rewards, dtype=torch.float32)
         sentence_rewards = [float(c) - neutral_score for c in score["scores"]]
         out.rollouts.append(

@@ -13,6 +13,10 @@ The character span of every response token is found in one of two ways:
 - from the tokenizer's offset mapping of the text (rationales imported without token ids). Where several
   tokens share one character (a split multi-byte character) the last of them holds it, as above.
 
+`shape_rewards` then applies the run's choices: `reward_level="sequence"` (the ablation) moves the
+rationale's whole reward onto its last token; `reward_normalization="mean"` divides every sentence reward by
+the number of scored sentences, so that writing more sentences cannot raise the total.
+
 Pure Python (no torch): the trainer turns the result into tensors.
 """
 
@@ -25,6 +29,8 @@ from typing import Any
 from ares_data.errors import InputError
 
 NEUTRAL_SCORE = 0.5
+REWARD_LEVELS = ("sentence", "sequence")
+REWARD_NORMALIZATIONS = ("sum", "mean")
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,28 @@ def align_sentence_rewards(
         rewards[t] += float(score) - neutral_score
         end_tokens.append(t)
     return AlignedRewards(ids, rewards, end_tokens)
+
+
+def shape_rewards(
+    rewards: Sequence[float], n_sentences: int, *, level: str = "sentence", normalization: str = "sum"
+) -> list[float]:
+    """Per-token sentence rewards after the run's choices (see the module doc); the input is not changed.
+
+    - level "sentence": each sentence's reward on the token holding its last character (the paper);
+      "sequence": their total on the last response token (sequence-level credit, the ablation).
+    - normalization "sum": the rewards as they are (the paper); "mean": each divided by `n_sentences`.
+    """
+    if level not in REWARD_LEVELS:
+        raise ValueError(f"reward level must be one of {REWARD_LEVELS}, got {level!r}")
+    if normalization not in REWARD_NORMALIZATIONS:
+        raise ValueError(f"reward normalization must be one of {REWARD_NORMALIZATIONS}, "
+                         f"got {normalization!r}")
+    scale = 1.0 / max(1, n_sentences) if normalization == "mean" else 1.0
+    out = [r * scale for r in rewards]
+    if level == "sequence" and out:
+        total = sum(out)
+        out = [0.0] * (len(out) - 1) + [total]
+    return out
 
 
 def token_holding(spans: Sequence[tuple[int, int]], char: int) -> int | None:
@@ -130,12 +158,20 @@ def windowed_ends(tokenizer: Any, ids: list[int], full: str) -> list[int] | None
     for k in range(len(ids)):
         before = decode(ids[prefix:read])
         after = decode(ids[prefix : k + 1])
-        if len(after) > len(before) and after.startswith(before) and not after.endswith("\ufffd"):
+        if len(after) > len(before) and after.startswith(before) and _complete(after, decode, ids, prefix, k):
             pieces.append(after[len(before):])
             length += len(pieces[-1])
             prefix, read = read, k + 1
         ends.append(length)
     return ends if "".join(pieces) == full else None
+
+
+def _complete(text: str, decode: Any, ids: list[int], prefix: int, k: int) -> bool:
+    """Whether ids[prefix:k+1] decoding to `text` ends on a whole character: not on U+FFFD, unless that
+    U+FFFD is final (an invalid byte that no later token completes, so the next token keeps it)."""
+    if not text.endswith("\ufffd"):
+        return True
+    return k + 1 >= len(ids) or decode(ids[prefix : k + 2]).startswith(text)
 
 
 def prefix_ends(tokenizer: Any, ids: list[int], full: str) -> list[int]:

@@ -1,14 +1,21 @@
 """`ares-train ppo` as a library call: `run_ppo(PPORunConfig(...))`.
 
-Loads the policy (optionally with a new LoRA adapter), the value model (initialised from the policy or from
-`value_model`), the frozen reference (`ref_model`, else a copy of the initial policy, else with LoRA the
-adapter-disabled policy), builds the rollouts from the rationales + scores datasets, trains with
-`ares_train.ppo.trainer.SentencePPOTrainer` and writes the policy (or adapter) + `ares-checkpoint.json` to
-OUTDIR.
-A run interrupted after some PPO epochs resumes from OUTDIR/checkpoint when started again.
+Loads the policy (float32 master weights with autocast to its stored half dtype, or a new LoRA adapter), the
+value model, the frozen reference, builds the rollouts from the rationales + scores datasets, trains with
+`ares_train.ppo.trainer.SentencePPOTrainer` and writes the policy (or adapter), the value model
+(OUTDIR/value) and `ares-checkpoint.json` to OUTDIR. A run interrupted after some PPO epochs resumes from
+OUTDIR/checkpoint when started again.
 
-The value model is not written to OUTDIR (it is in OUTDIR/checkpoint while training): the next round's PPO
-starts a fresh value model from its own policy (an SFT step comes in between), so nothing downstream uses it.
+The reference (`ref_model`) is what the KL term keeps the policy near. ARES pins it to the model the whole
+run started from (the SFT / warm-start policy) in every round, as the paper's released code does:
+`ares-train loop` passes its starting model. Left out, it is the initial policy of this call (with LoRA the
+adapter-disabled policy when that is the same model, so no second copy is loaded). Which reference was used
+is in the result, the manifest and the CLI output.
+
+The value model starts from `value_model`: a folder written by an earlier run (OUTDIR/value: the loop
+carries the critic from round to round this way), or any model folder (its backbone + a new zero head),
+else the policy. Defaults and where each comes from: `ares-train ppo --help` and the README ("PPO
+defaults"); "paper" means the authors' released code (run_mm_cot_rl.py), "TRL" TRL's PPOConfig.
 """
 
 from __future__ import annotations
@@ -25,16 +32,18 @@ from typing import Any
 from ares_data.errors import ConfigError, InputError
 from ares_data.store import Store
 
-from ..checkpoint import MANIFEST
+from ..checkpoint import MANIFEST, check_save_dtype, save_dtype_help
 from ..config import LoraFields, opt, params_json
-from .rewards import NEUTRAL_SCORE
+from .rewards import NEUTRAL_SCORE, REWARD_LEVELS, REWARD_NORMALIZATIONS
 
 LOG_FILE = "ppo_log.jsonl"
+VALUE_DIR = "value"
+VALUE_HEAD = "value_head.safetensors"  # beside the backbone's model files in a saved value model
 
 
 @dataclass
 class PPORunConfig(LoraFields):
-    """PPO with sentence-level rewards (the ARES RL stage). Defaults follow the paper where it gives them."""
+    """PPO with sentence-level rewards (the ARES RL stage). Each default says where it comes from."""
 
     model: str = opt("", "The policy to train: a model folder, hub id, or LoRA adapter folder.")
     rationales: str = opt("", "Rationales dataset NAME[@vN] (rollouts of --model, with token ids).")
@@ -42,37 +51,67 @@ class PPORunConfig(LoraFields):
     output_dir: str = opt("", "Checkpoint folder to write (policy or adapter + ares-checkpoint.json).")
     ref_model: str | None = opt(
         None,
-        "Frozen reference model for the KL term (default: the initial policy; "
-        "with LoRA, the adapter-disabled policy, so no second copy is loaded).",
+        "Frozen reference of the KL term: the model the ARES run started from (`loop` passes its starting "
+        "model every round, as the paper does). Left out: the initial policy of this call (with LoRA the "
+        "adapter-disabled policy, no second copy).",
     )
-    value_model: str | None = opt(None, "Model to initialise the value model from (default: the policy).")
-    kl_coef: float = opt(0.05, "Weight of the per-token KL penalty in the reward.")
-    kl_estimator: str = opt("k1", "KL estimator: k1 (log-ratio) or k3 (lower variance).")
+    value_model: str | None = opt(
+        None,
+        "Value model to start from: OUTDIR/value of an earlier ppo run (the critic carried across rounds; "
+        "`loop` does this), or a model folder (its backbone + a new head). Left out: the policy.",
+    )
+    kl_coef: float = opt(0.05, "Weight of the per-token KL penalty in the reward (paper: 0.05, fixed).")
+    kl_estimator: str = opt("k1", "KL estimator in the reward: k1 (log-ratio; paper) or k3 (lower variance).")
     neutral_score: float = opt(
-        NEUTRAL_SCORE, "Sentence score that earns zero reward (reward = score - this)."
+        NEUTRAL_SCORE, "Sentence score that earns zero reward: reward = score - this (paper: 0.5)."
     )
-    gamma: float = opt(1.0, "Discount factor.")
-    lam: float = opt(0.95, "GAE lambda.")
-    cliprange: float = opt(0.2, "Policy ratio clip range.")
-    cliprange_value: float = opt(0.2, "Value clip range.")
-    vf_coef: float = opt(0.1, "Weight of the value loss.")
-    ppo_epochs: int = opt(4, "PPO epochs over each buffer.")
-    mini_batch_size: int = opt(8, "Rollouts per optimizer step (per process).")
+    reward_level: str = opt(
+        "sentence",
+        "Where rewards land: sentence (each sentence's reward on its last token; ARES) or sequence (the "
+        "rationale's total on its last token: the ablation that shows what sentence-level credit buys).",
+    )
+    reward_normalization: str = opt(
+        "sum",
+        "sum: every sentence earns score - neutral (paper); mean: divided by the number of sentences, so "
+        "writing more sentences cannot raise the total.",
+    )
+    gamma: float = opt(1.0, "Discount factor (paper: 1.0; its released code's default is 0.99).")
+    lam: float = opt(0.95, "GAE lambda (paper: 0.95).")
+    cliprange: float = opt(0.2, "Policy ratio clip range (paper: 0.2).")
+    cliprange_value: float = opt(
+        0.0,
+        "Clip value predictions to the buffer's values +- this (PPO2-style); 0 = no clipping (paper: none). "
+        "Returns here are sums of sentence rewards (often beyond +-1): a small clip stalls the critic.",
+    )
+    vf_coef: float = opt(1.0, "Weight of the value loss (paper: 1.0; the critic's gradients are clipped "
+                         "separately from the policy's).")
+    ppo_epochs: int = opt(3, "PPO epochs over each buffer (paper: 3).")
+    mini_batch_size: int = opt(24, "Rollouts per optimizer step, per process (paper: 6 x 4 accumulation).")
     micro_batch_size: int = opt(
         0, "Rollouts per forward/backward pass (gradient accumulation); 0 = mini-batch."
     )
     buffer_size: int = opt(0, "Rollouts per buffer (per process); 0 = all of them in one buffer.")
     forward_batch_size: int = opt(16, "Rollouts per no-grad pass when scoring a buffer.")
-    lr: float = opt(1e-5, "Learning rate (AdamW) of the policy and the value model.")
-    lr_scheduler: str = opt("linear", "LR schedule over the run: linear, constant, cosine, ...")
+    lr: float = opt(1e-5, "Learning rate (AdamW) of the policy and the value model (paper: 1e-5).")
+    lr_scheduler: str = opt(
+        "constant",
+        "LR schedule within this call: constant (paper), linear, cosine, ... (a decaying schedule restarts "
+        "every round of a loop).",
+    )
     optim: str = opt(
         "auto",
         "Optimizer (transformers names): auto = adamw_torch_fused on GPU, adamw_torch on "
         "CPU (the fused CPU kernel pays ~1 s of set-up per optimizer).",
     )
-    max_grad_norm: float = opt(1.0, "Gradient clipping norm (0 disables).")
+    max_grad_norm: float = opt(1.0, "Gradient clipping norm, policy and value each (TRL: 1.0; the paper "
+                               "clips nothing); 0 disables.")
     seed: int = opt(0, "Random seed (mini-batch order, value head init).")
-    dtype: str = opt("auto", "Weights dtype: auto, float32, bfloat16, float16.")
+    dtype: str = opt(
+        "auto",
+        "Compute dtype: auto (as the checkpoint is stored), float32, bfloat16, float16. Trained weights are "
+        "float32 masters with autocast to a half dtype.",
+    )
+    save_dtype: str = opt("float32", save_dtype_help())
     gradient_checkpointing: bool = opt(False, "Trade compute for memory in the policy's backward pass.")
     allow_off_policy: bool = opt(False, "Train on rationales generated by other weights than --model.")
     report_to: str = opt("none", "Trainer loggers, comma-separated: none, tensorboard, wandb, ...")
@@ -89,6 +128,16 @@ class PPORunConfig(LoraFields):
                 )
         if self.kl_estimator not in ("k1", "k3"):
             raise ConfigError(f"kl_estimator must be k1 or k3, got {self.kl_estimator!r}")
+        if self.reward_level not in REWARD_LEVELS:
+            raise ConfigError(f"reward_level must be one of {', '.join(REWARD_LEVELS)}, "
+                              f"got {self.reward_level!r}")
+        if self.reward_normalization not in REWARD_NORMALIZATIONS:
+            raise ConfigError(f"reward_normalization must be one of {', '.join(REWARD_NORMALIZATIONS)}, "
+                              f"got {self.reward_normalization!r}")
+        if self.cliprange_value < 0:
+            raise ConfigError(f"cliprange_value must be >= 0 (0 = no value clipping), "
+                              f"got {self.cliprange_value}")
+        check_save_dtype(self.save_dtype)
         for name in ("ppo_epochs", "mini_batch_size", "forward_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -116,39 +165,73 @@ class PPOResult:
     counts: dict[str, int]
     resumed: bool
     manifest: Path
+    reference: dict[str, Any] = dataclasses.field(default_factory=dict)  # what the KL term was taken against
+    value_start: str = ""  # what the value model started from
+
+
+def _same_model(a: str, b: str) -> bool:
+    def norm(x: str) -> str:
+        path = Path(x).expanduser()
+        return str(path.resolve()) if path.exists() else x
+
+    return norm(a) == norm(b)
+
+
+@dataclass
+class Reference:
+    """The frozen reference: a loaded module, or None for TRL's own (adapter-disabled policy or frozen copy
+    of the initial policy), and how it was obtained."""
+
+    module: Any
+    model: str
+    how: str
+
+    def describe(self) -> dict[str, Any]:
+        from ..modeling import weights_fingerprint
+
+        return {"model": self.model, "how": self.how, "fingerprint": weights_fingerprint(self.model)}
+
+
+def resolve_reference(cfg: PPORunConfig, policy: Any) -> Reference:
+    """The KL reference (see the module doc); loads a second model only when no copy can stand in."""
+    from ..modeling import load_policy
+
+    ref = cfg.ref_model or cfg.model
+    fresh_adapter = cfg.lora_options() is not None and policy.path == policy.base_path
+    if _same_model(ref, cfg.model) and policy.path == policy.base_path:
+        how = "adapter-disabled policy" if fresh_adapter else "frozen copy of the initial policy"
+        return Reference(None, ref, how)
+    if policy.is_lora and _same_model(ref, policy.base_path):  # the adapter's base is the reference
+        return Reference(None, ref, "adapter-disabled policy")
+    return Reference(load_policy(ref, dtype=cfg.dtype).model, ref, "loaded")
 
 
 def _value_model(cfg: PPORunConfig, policy: Any) -> Any:
     import torch
 
     from ..lora import peft_config
-    from ..modeling import load_policy
     from .value import ValueModel
 
-    lm = load_policy(cfg.value_model or cfg.model, dtype=cfg.dtype).model
-    if hasattr(lm, "merge_and_unload"):  # an adapter folder: the value model starts from the merged policy
-        lm = lm.merge_and_unload()
+    src = cfg.value_model or cfg.model
     torch.manual_seed(cfg.seed)
-    value = ValueModel.from_causal_lm(lm)
-    value.score.to(dtype=next(value.backbone.parameters()).dtype)
-    options = cfg.lora_options()
-    if options is not None:  # train the value backbone through its own adapter too: no full optimizer state
+    full = cfg.lora_options() is None
+    if (Path(src) / VALUE_HEAD).is_file():  # a critic an earlier run wrote (OUTDIR/value)
+        value = ValueModel.load(src, dtype=torch.float32 if full else policy.stored_dtype)
+    else:
+        from ..modeling import load_policy
+
+        lm = load_policy(src, dtype=cfg.dtype).model
+        if hasattr(lm, "merge_and_unload"):  # an adapter: the value model starts from the merged policy
+            lm = lm.merge_and_unload()
+        value = ValueModel.from_causal_lm(lm.float() if full else lm)  # float32 masters when fully trained
+        value.score.to(dtype=next(value.backbone.parameters()).dtype)
+    if not full:  # train the value backbone through its own adapter too: no full optimizer state
         from peft import get_peft_model
 
-        lora = dataclasses.replace(peft_config(options, is_vlm=policy.is_vlm), task_type=None)
+        lora = dataclasses.replace(peft_config(cfg.lora_options(), is_vlm=policy.is_vlm), task_type=None)
         value.backbone = get_peft_model(value.backbone, lora)
     value.train()
     return value
-
-
-def _ref_model(cfg: PPORunConfig, policy: Any) -> Any:
-    from ..modeling import load_policy
-
-    if cfg.ref_model:
-        return load_policy(cfg.ref_model, dtype=cfg.dtype).model
-    if policy.path != policy.base_path:  # trained adapter: the reference is base + the initial adapter
-        return load_policy(cfg.model, dtype=cfg.dtype).model
-    return None  # TRL: adapter-disabled policy with LoRA, a frozen copy of the policy otherwise
 
 
 def resolve_optim(name: str) -> str:
@@ -216,6 +299,8 @@ def build_trainer(
         neutral_score=cfg.neutral_score,
         model_fingerprint=weights_fingerprint(cfg.model),
         allow_off_policy=cfg.allow_off_policy,
+        reward_level=cfg.reward_level,
+        reward_normalization=cfg.reward_normalization,
     )
     if not data.rollouts:
         raise InputError(
@@ -244,11 +329,12 @@ def _make_trainer(
 ) -> Any:
     from .trainer import SentencePPOTrainer
 
-    return SentencePPOTrainer(
+    reference = resolve_reference(cfg, policy)
+    trainer = SentencePPOTrainer(
         ppo_config(cfg, outdir),
         model=policy.model,
         processing_class=policy.processing,
-        ref_model=_ref_model(cfg, policy),
+        ref_model=reference.module,
         value_model=_value_model(cfg, policy),
         rollouts=data.rollouts,
         collate=collate_fn,
@@ -258,7 +344,10 @@ def _make_trainer(
         mini_batch_size=cfg.mini_batch_size,
         log_path=outdir / LOG_FILE,
         on_step=on_step,
+        compute_dtype=policy.compute_dtype,
     )
+    trainer.reference = reference
+    return trainer
 
 
 def run_ppo(
@@ -280,8 +369,12 @@ def run_ppo(
         for stale in (outdir / LOG_FILE, outdir / MANIFEST, outdir / "merged" / MANIFEST):
             stale.unlink(missing_ok=True)
     history = trainer.train(resume_from=resume if resumed else None)
-    manifest = _save(cfg, trainer, policy, eos, outdir, datasets, data.counts, history)
-    return PPOResult(outdir, history, dict(data.counts), resumed, manifest)
+    reference = trainer.reference.describe()
+    value_start = str(cfg.value_model or cfg.model)
+    extra = {"counts": dict(data.counts), "final_metrics": history[-1] if history else {},
+             "reference": reference, "value_model": {"started_from": value_start, "saved": VALUE_DIR}}
+    manifest = _save(cfg, trainer, policy, eos, outdir, datasets, extra)
+    return PPOResult(outdir, history, dict(data.counts), resumed, manifest, reference, value_start)
 
 
 def _save(
@@ -291,30 +384,48 @@ def _save(
     eos: Any,
     outdir: Path,
     datasets: list[Any],
-    counts: Any,
-    history: list[dict[str, float]],
+    extra: dict[str, Any],
 ) -> Path:
-    from ..checkpoint import write_checkpoint_manifest
+    """Write the policy (in `save_dtype`), the value model (OUTDIR/value, float32) and the manifest.
+
+    Under FSDP / DeepSpeed the full state dict is gathered first (every process takes part), so sharded
+    parameters are written whole; one process writes."""
+    from accelerate.utils import DistributedType
+
+    from ..checkpoint import save_model, write_checkpoint_manifest
     from ..lora import save_merged
 
-    trainer.accelerator.wait_for_everyone()
+    acc = trainer.accelerator
+    acc.wait_for_everyone()
     model = trainer.unwrapped_policy()
     model.generation_config.eos_token_id = eos  # TRL's PPOTrainer resets it when no stop token is set
+    full = None
+    if acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        full = acc.get_state_dict(trainer.model)  # collective: gathers the sharded weights
     manifest = outdir / MANIFEST
-    if trainer.accelerator.is_main_process:  # one writer under `accelerate launch`
-        model.save_pretrained(outdir)
+    if acc.is_main_process:  # one writer under `accelerate launch`
+        save_model(model, outdir, save_dtype=cfg.save_dtype, stored_dtype=policy.stored_dtype,
+                   state_dict=_part(full, "policy."))
         policy.processing.save_pretrained(outdir)
+        value = acc.unwrap_model(trainer.model).value_model
+        value.save(outdir / VALUE_DIR, state_dict=_part(full, "value_model."))
         params = {k: v for k, v in cfg.to_dict().items() if k not in ("output_dir",)}
-        extra = {"counts": dict(counts), "final_metrics": history[-1] if history else {}}
         manifest = write_checkpoint_manifest(outdir, "ppo", cfg.model, datasets, params, extra=extra)
         if cfg.merge and policy.is_lora:
             merged = save_merged(model, policy.processing, outdir / "merged")
-            extra["merged_from"] = str(outdir)
-            write_checkpoint_manifest(merged, "ppo", cfg.model, datasets, params, extra=extra)
+            write_checkpoint_manifest(merged, "ppo", cfg.model, datasets, params,
+                                      extra={**extra, "merged_from": str(outdir)})
         for name in ("checkpoint", "checkpoint.tmp", "checkpoint.old"):
             shutil.rmtree(outdir / name, ignore_errors=True)
-    trainer.accelerator.wait_for_everyone()
+    acc.wait_for_everyone()
     return manifest
+
+
+def _part(state: dict[str, Any] | None, prefix: str) -> dict[str, Any] | None:
+    """The entries of a gathered wrapper state dict under `prefix`, with the prefix removed."""
+    if state is None:
+        return None
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def read_log(outdir: str | Path) -> list[dict[str, Any]]:

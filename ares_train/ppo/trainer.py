@@ -5,10 +5,18 @@ padded tensors, images included for VLMs); the reward is placed on the token end
 (`ares_train.ppo.rewards`); the arithmetic is `ares_train.ppo.algorithm`, every TRL PPO import is in
 `ares_train.ppo.trl_base`.
 
-The rollouts of one RL round all come from the initial policy, so a buffer is a chunk of the dataset
-(by default all of it): old log-probs, reference log-probs and values are computed once per buffer, then
-`num_ppo_epochs` passes of shuffled mini-batches update the policy and the value model. Under several
-processes each gets an equal share of the shuffled rollouts (`left_out` counts the remainder).
+The rollouts of one RL round all come from the initial policy (the behaviour policy), so before any update
+the old log-probs (of the policy that sampled them) and the reference log-probs of EVERY rollout are computed
+once (`_behaviour`); a buffer is then a chunk of the rollouts (by default all of them): the values of its
+rollouts come from the value model as it is when the buffer starts, rewards and GAE follow, and
+`num_ppo_epochs` passes of shuffled mini-batches update the policy and the value model. A later buffer's
+importance ratio is therefore taken against the policy that sampled it, not against the already-updated one.
+
+Losses are per-token means over the whole mini-batch (micro-batches add up to it whatever their size);
+policy and value gradients are clipped separately (a large value loss never shrinks the policy's step).
+Forward passes run under autocast to the policy's compute dtype (float32 master weights, see
+`ares_train.modeling`). Under several processes each gets an equal share of the shuffled rollouts
+(`left_out` counts the remainder).
 """
 
 from __future__ import annotations
@@ -109,6 +117,7 @@ class SentencePPOTrainer(PPOTrainer):
         mini_batch_size: int = 8,
         log_path: Path | None = None,
         on_step: Callable[[int, int], None] | None = None,
+        compute_dtype: Any = None,
     ) -> None:
         from accelerate import PartialState
         from datasets import Dataset
@@ -121,6 +130,8 @@ class SentencePPOTrainer(PPOTrainer):
         self.mini_batch_size = min(mini_batch_size, self.buffer_size)
         self.forward_batch_size, self.temperature = forward_batch_size, temperature
         self.collate, self.log_path, self.on_step = collate, log_path, on_step
+        self.compute_dtype = compute_dtype
+        self.behaviour: dict[str, list[torch.Tensor]] | None = None  # per rollout: old + reference log-probs
         self.total_steps = self._planned_steps(args.num_ppo_epochs)
         args.gradient_accumulation_steps, args.num_mini_batches = 1, 1  # we accumulate by hand below
         args.total_episodes = self.total_steps * args.per_device_train_batch_size * world
@@ -150,6 +161,11 @@ class SentencePPOTrainer(PPOTrainer):
         return sum(epochs * math.ceil(len(b) / self.mini_batch_size) for b in self._buffers())
 
     # -- forward passes --
+    def _autocast(self) -> Any:
+        from ..modeling import autocast
+
+        return autocast(self.compute_dtype, self.accelerator.device)
+
     def _forward(
         self,
         module: nn.Module,
@@ -159,37 +175,75 @@ class SentencePPOTrainer(PPOTrainer):
         with_values: bool,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         sl = slice(prompt_len - 1, prompt_len - 1 + resp_len)
-        if with_values:
-            out, values = module(**inputs, output_hidden_states=True, use_cache=False)
-            return out.logits[:, sl], values[:, sl].squeeze(-1).float()
-        return module(**inputs, use_cache=False).logits[:, sl], None
+        with self._autocast():
+            if with_values:
+                out, values = module(**inputs, output_hidden_states=True, use_cache=False)
+                return out.logits[:, sl], values[:, sl].squeeze(-1).float()
+            return module(**inputs, use_cache=False).logits[:, sl], None
+
+    def _values(self, inputs: dict[str, torch.Tensor], prompt_len: int, resp_len: int) -> torch.Tensor:
+        value_model = self.accelerator.unwrap_model(self.model).value_model
+        with self._autocast():
+            values = value_model(**inputs, use_cache=False)
+        return values[:, prompt_len - 1 : prompt_len - 1 + resp_len].float()
+
+    @contextlib.contextmanager
+    def _eval_mode(self) -> Any:
+        """No-grad passes run without dropout; training mode comes back afterwards."""
+        was = self.model.training
+        self.model.eval()
+        try:
+            yield
+        finally:
+            self.model.train(was)
 
     @torch.no_grad()
-    def _score_buffer(self, rows: list[Any]) -> Buffer:
-        """Old log-probs and values (policy + value model), reference log-probs, then rewards and GAE."""
-        device, args = self.accelerator.device, self.args
+    def _behaviour(self) -> dict[str, list[torch.Tensor]]:
+        """Old log-probs (the policy as it sampled the rollouts, i.e. before any update) and reference
+        log-probs of every rollout of this process, one 1-D tensor per rollout."""
+        device = self.accelerator.device
         unwrapped = self.accelerator.unwrap_model(self.model)
-        parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("lp", "ref", "v", "mask", "sr")}
-        for i in range(0, len(rows), self.forward_batch_size):
-            inputs, responses, mask, srew, plen = self.collate(rows[i : i + self.forward_batch_size], device)
-            logits, values = self._forward(self.model, inputs, plen, responses.shape[1], True)
-            parts["lp"] += list(response_logprobs(logits, responses, self.temperature))
-            parts["v"] += list(values)
-            if self.ref_model is None:
-                with self.null_ref_context():
-                    ref_logits, _ = self._forward(unwrapped.policy, inputs, plen, responses.shape[1], False)
-            else:
-                ref_logits, _ = self._forward(self.ref_model, inputs, plen, responses.shape[1], False)
-            parts["ref"] += list(response_logprobs(ref_logits, responses, self.temperature))
-            parts["mask"] += list(mask)
-            parts["sr"] += list(srew)
+        out: dict[str, list[torch.Tensor]] = {"logprobs": [], "ref_logprobs": []}
+        rows = self.rollouts
+        with self._eval_mode():
+            for i in range(0, len(rows), self.forward_batch_size):
+                chunk = rows[i : i + self.forward_batch_size]
+                inputs, responses, mask, _, plen = self.collate(chunk, device)
+                r = responses.shape[1]
+                logits, _ = self._forward(unwrapped.policy, inputs, plen, r, False)
+                lp = response_logprobs(logits, responses, self.temperature)
+                if self.ref_model is None:
+                    with self.null_ref_context():
+                        ref_logits, _ = self._forward(unwrapped.policy, inputs, plen, r, False)
+                else:
+                    ref_logits, _ = self._forward(self.ref_model, inputs, plen, r, False)
+                ref = response_logprobs(ref_logits, responses, self.temperature)
+                for j, n in enumerate(mask.sum(1).tolist()):
+                    out["logprobs"].append(lp[j, :n])
+                    out["ref_logprobs"].append(ref[j, :n])
+        return out
+
+    @torch.no_grad()
+    def _score_buffer(self, first: int, rows: list[Any]) -> Buffer:
+        """Values (the value model now), the behaviour log-probs of rows first.., then rewards and GAE."""
+        assert self.behaviour is not None
+        device, args = self.accelerator.device, self.args
+        parts: dict[str, list[torch.Tensor]] = {"v": [], "mask": [], "sr": []}
+        with self._eval_mode():
+            for i in range(0, len(rows), self.forward_batch_size):
+                chunk = rows[i : i + self.forward_batch_size]
+                inputs, responses, mask, srew, plen = self.collate(chunk, device)
+                parts["v"] += list(self._values(inputs, plen, responses.shape[1]))
+                parts["mask"] += list(mask)
+                parts["sr"] += list(srew)
         length = max(m.shape[0] for m in parts["mask"])
+        picked = {k: v[first : first + len(rows)] for k, v in self.behaviour.items()}
         buf = Buffer(
             rows,
             _pad_right(parts["mask"], length, False),
             _pad_right(parts["sr"], length),
-            _pad_right(parts["lp"], length),
-            _pad_right(parts["ref"], length),
+            _pad_right(picked["logprobs"], length),
+            _pad_right(picked["ref_logprobs"], length),
             _pad_right(parts["v"], length),
         )
         buf.kl = torch.where(buf.mask, kl_per_token(buf.logprobs, buf.ref_logprobs, args.kl_estimator), 0.0)
@@ -202,6 +256,7 @@ class SentencePPOTrainer(PPOTrainer):
         acc, args, device = self.accelerator, self.args, self.accelerator.device
         micro = args.per_device_train_batch_size
         chunks = [idx[i : i + micro] for i in range(0, len(idx), micro)]
+        n_tokens = buf.mask[idx].sum().clamp(min=1)  # micro-batch losses add up to the mini-batch mean
         outs, kls = [], []
         for j, chunk in enumerate(chunks):
             inputs, responses, mask, _, plen = self.collate([buf.rows[i] for i in chunk.tolist()], device)
@@ -222,18 +277,33 @@ class SentencePPOTrainer(PPOTrainer):
                     cliprange=args.cliprange,
                     cliprange_value=args.cliprange_value,
                     vf_coef=args.vf_coef,
+                    n_tokens=n_tokens,
                 )
-                acc.backward(out.loss * (len(chunk) / len(idx)))
-                kl_now = kl_per_token(new_lp.detach(), pick["ref_logprobs"], args.kl_estimator)
+                acc.backward(out.loss)
+                kl_now = kl_per_token(new_lp.detach(), pick["ref_logprobs"], "k3")  # >= 0 per token
             kls.append((kl_now * mask).sum(1))
             outs.append(out)
-        if args.max_grad_norm and args.max_grad_norm > 0:
-            acc.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
+        self._clip_gradients()
         self.optimizer.step()
         self.lr_scheduler.step()
         self.optimizer.zero_grad()
         self._kl_now.append(torch.cat(kls).mean())
         return mean_loss(outs)
+
+    def _clip_gradients(self) -> None:
+        """Clip the policy's and the value model's gradients each to max_grad_norm (one joint norm under
+        FSDP/DeepSpeed, whose sharded gradients are clipped by the engine as a whole)."""
+        acc, limit = self.accelerator, self.args.max_grad_norm
+        if not limit or limit <= 0:
+            return
+        from accelerate.utils import DistributedType
+
+        if acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+            acc.clip_grad_norm_(self.model.parameters(), limit)
+            return
+        unwrapped = acc.unwrap_model(self.model)
+        for module in (unwrapped.policy, unwrapped.value_model):
+            acc.clip_grad_norm_([p for p in module.parameters() if p.grad is not None], limit)
 
     def _metrics(self, buf: Buffer, outs: list[LossOut], epoch: int, started: float) -> dict[str, float]:
         def avg(field: str) -> float:
@@ -249,8 +319,8 @@ class SentencePPOTrainer(PPOTrainer):
             "loss/value": avg("vf_loss"),
             "reward/sentence": per_seq(buf.sentence_rewards),
             "reward/total": per_seq(buf.rewards),
-            "objective/kl": per_seq(buf.kl),
-            "objective/kl_current": self._gathered_kl_now(),
+            "objective/kl": per_seq(buf.kl),  # the estimator in the reward, summed per rationale
+            "objective/kl_current": self._gathered_kl_now(),  # k3 (>= 0) of the policy now vs the reference
             "policy/clipfrac": avg("pg_clipfrac"),
             "policy/approxkl": avg("approx_kl"),
             "policy/ratio": avg("ratio"),
@@ -273,6 +343,8 @@ class SentencePPOTrainer(PPOTrainer):
         done, buf = (-1, -1), None
         if resume_from is not None:
             done, buf = self._load_checkpoint(resume_from)
+        if self.behaviour is None:  # before any update: the log-probs of the policy that sampled them
+            self.behaviour = self._behaviour()
         self.model.train()
         self.control = self.callback_handler.on_train_begin(args, self.state, self.control)
         started = time.time()
@@ -280,7 +352,7 @@ class SentencePPOTrainer(PPOTrainer):
             if b < done[0] or (b == done[0] and done[1] + 1 >= args.num_ppo_epochs):
                 continue
             if buf is None or b != done[0]:
-                buf = self._score_buffer(rows)
+                buf = self._score_buffer(b * self.buffer_size, rows)
             for epoch in range(args.num_ppo_epochs):
                 if b == done[0] and epoch <= done[1]:
                     continue
@@ -321,6 +393,8 @@ class SentencePPOTrainer(PPOTrainer):
         acc.wait_for_everyone()
         acc.save_state(str(tmp), safe_serialization=False)
         torch.save({k: v.cpu() for k, v in buf.tensors().items()}, tmp / f"buffer-{acc.process_index}.pt")
+        behaviour = {k: [t.cpu() for t in v] for k, v in (self.behaviour or {}).items()}
+        torch.save(behaviour, tmp / f"behaviour-{acc.process_index}.pt")
         acc.wait_for_everyone()
         if acc.is_main_process:
             progress = {
@@ -344,6 +418,8 @@ class SentencePPOTrainer(PPOTrainer):
         b = progress["buffer"]
         saved = torch.load(folder / f"buffer-{self.accelerator.process_index}.pt")
         device = self.accelerator.device
+        behaviour = torch.load(folder / f"behaviour-{self.accelerator.process_index}.pt")
+        self.behaviour = {k: [t.to(device) for t in v] for k, v in behaviour.items()}
         buf = Buffer(
             self._buffers()[b],
             **{
