@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from datasets import load_from_disk
 
+from ares_data.sample import SAMPLE_DIR
+from ares_data.store import Store
 from ares_data.testing.teacher_server import serve
 from tests.helpers import data, train
 
@@ -64,7 +66,8 @@ def test_ingest_jsonl_accepts_a_lowercase_letter_answer(tmp_path: Path, store_di
 def test_ingest_jsonl_letter_beyond_the_choices_is_an_error(tmp_path: Path, store_dir: Path) -> None:
     f = _jsonl(tmp_path / "q.jsonl", [{"question": "2 + 2?", "choices": ["3", "4"], "answer": "d"}])
     res = data(["ingest", "jsonl", f, "-o", "mine"])
-    assert res.exit_code != 0 and "row 1" in res.stderr and "'answer'" in res.stderr, res.output
+    assert res.exit_code == 1, res.output
+    assert "row 1, field 'answer': answer 'd' is not one of the choices nor a letter A-B" in res.stderr
 
 
 def _problems_and_rationales(tmp_path: Path, texts: list[str]) -> None:
@@ -167,3 +170,31 @@ def test_judge_where_every_judgment_failed_exits_non_zero(tmp_path: Path, store_
     res = data(["judge", "rats", "rats-b", *_openai(fake), "-o", "cmp", "--min-ok", "1",
                 "--max-tokens", "300"])
     assert res.exit_code == 0, res.output
+
+
+def test_ingest_says_why_there_is_nothing_to_publish(tmp_path: Path, store_dir: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    res = data(["ingest", "jsonl", empty, "-o", "x"])
+    assert res.exit_code == 1 and "empty.jsonl: the input holds no records" in res.stderr, res.output
+    for split in ("bogus", "minival"):  # the sample's pid_splits.json has train, val and test only
+        res = data(["ingest", "scienceqa", SAMPLE_DIR, "--split", split, "-o", "x"])
+        assert res.exit_code == 1, res.output
+        assert f"no split {split} in the input; its splits: test, train, val" in _flat(res.stderr)
+    bad = _jsonl(tmp_path / "bad.jsonl", [{"question": 3}, {"question": ""},
+                                          {"question": "ok?", "split": "val"}])
+    res = data(["ingest", "jsonl", bad, "-o", "x", "--skip-invalid", "--split", "train"])
+    msg = _flat(res.stderr)
+    assert res.exit_code == 1 and "every row that could be in split train was skipped as invalid" in msg
+    assert "row 1, field 'question': expected a string" in msg and "row 2, field 'question': empty" in msg
+    assert "x" not in Store(store_dir).names()
+
+
+def test_ingest_scienceqa_of_a_jsonl_file_says_what_it_expects(tmp_path: Path, store_dir: Path) -> None:
+    f = _jsonl(tmp_path / "some.jsonl", [{"question": "q?"}])
+    res = data(["ingest", "scienceqa", f, "-o", "x"])
+    msg = _flat(res.stderr)
+    assert res.exit_code == 1 and "some.jsonl: not a ScienceQA folder or Parquet file" in msg, res.output
+    assert "problems.json" in msg and "ares-data ingest jsonl" in msg and "cannot tell the split" not in msg
+    res = data(["ingest", "scienceqa", SAMPLE_DIR / "problems.json", "-o", "sqa", "--json"])
+    assert res.exit_code == 0 and res.json()["rows"] == 60, res.output  # its folder is read

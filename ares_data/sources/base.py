@@ -14,7 +14,7 @@ import json
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -215,18 +215,24 @@ class _Run:
     skip_invalid: bool
     splits: set[str] | None
     skipped: list[dict[str, Any]]
+    records: int = 0  # records read, before any filter
+    in_split: int = 0  # records the split filter kept (valid or not)
+    splits_seen: set[str] = field(default_factory=set)  # every split (and pid_splits subset) met
 
     def rows(self, count: Callable[[str], None], progress: Progress | None) -> Iterator[dict[str, Any]]:
         seen: dict[str, Where] = {}
         total = self.source.total()
         for done, (where, raw) in enumerate(self.source.records(), 1):
+            self.records = done
             if progress is not None:
                 progress(done, total)
+            self.splits_seen |= self.source.subsets_of(where) | ({where.split} - {None})
             wanted = self.splits is None or bool(self.splits & self.source.subsets_of(where))
             if not wanted and where.split is not None and where.split not in self.splits:
                 continue
             try:
                 row = self.source.convert(where, raw)
+                self.splits_seen.add(row["split"])
                 if not wanted and row["split"] not in self.splits:
                     continue
                 validate_row("problems", row, file=where.file, index=where.row)
@@ -241,6 +247,7 @@ class _Run:
             except InputError as exc:
                 if not self.skip_invalid:
                     raise
+                self.in_split += where.split is None or self.splits is None or where.split in self.splits
                 count("skipped")
                 if len(self.skipped) < MAX_SKIPPED_LISTED:
                     self.skipped.append(
@@ -248,6 +255,7 @@ class _Run:
                     )
                 continue
             seen[row["problem_id"]] = where
+            self.in_split += 1
             count(f"split.{row['split']}")
             if row["image"] is not None:
                 count("with_image")
@@ -282,8 +290,22 @@ def ingest(
         for row in run.rows(w.count, progress):
             w.write(row)
         if w.rows == 0:
-            raise InputError(
-                "no problems to publish (every row was filtered out or skipped)",
-                hint="check --split and the skipped rows listed with --skip-invalid",
-            )
+            raise _nothing_to_publish(run, w.counts["skipped"])
     return w.result
+
+
+def _nothing_to_publish(run: _Run, n_skipped: int) -> InputError:
+    """Why an ingest found no row to publish: an empty input, a split it does not have, or every row
+    skipped as invalid (with the first reasons)."""
+    where = str(run.source.params().get("path", run.source.source))
+    if run.records == 0:
+        return InputError("the input holds no records: nothing to ingest", file=where)
+    if run.splits is not None and run.in_split == 0:
+        asked = ", ".join(sorted(run.splits))
+        have = ", ".join(sorted(run.splits_seen)) or "none"
+        return InputError(f"no split {asked} in the input; its splits: {have}", file=where,
+                          hint="pass --split with one of those (or leave --split out for all of them)")
+    reasons = "; ".join(s["reason"] for s in run.skipped[:3])
+    rows = f"every row that could be in split {', '.join(sorted(run.splits))}" if run.splits else "every row"
+    return InputError(f"{rows} was skipped as invalid ({n_skipped} skipped); the first: {reasons}",
+                      file=where, hint="fix those rows or drop --skip-invalid to stop at the first")

@@ -200,11 +200,12 @@ class JsonlFile(ProblemSource):
             letter = answer.strip().upper()
             if answer in choices:  # the text of a choice wins, even a one-letter one ("b")
                 answer = choices.index(answer)
-            elif len(letter) == 1 and "A" <= letter <= "Z":  # "B" or "b"
+            elif len(letter) == 1 and 0 <= ord(letter) - ord("A") < len(choices):  # "B" or "b"
                 answer = ord(letter) - ord("A")
             else:
+                letters = f" nor a letter A-{chr(ord('A') + len(choices) - 1)}" if choices else ""
                 raise InputError(
-                    f"answer {answer!r:.60} is not one of the choices",
+                    f"answer {answer!r:.60} is not one of the choices{letters}",
                     file=where.file,
                     row=where.row,
                     field=afield,

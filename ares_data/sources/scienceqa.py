@@ -283,4 +283,14 @@ def open_scienceqa(path: Path) -> ScienceQAFiles | ScienceQAParquet:
         for folder in (path, path / "scienceqa", path / "data" / "scienceqa"):  # also the repo's root
             if (folder / "problems.json").exists():
                 return ScienceQAFiles(folder)
+    elif path.name == "problems.json":  # the official folder's main file: read the folder
+        return ScienceQAFiles(path.parent)
+    elif path.suffix.lower() != ".parquet":
+        raise InputError(
+            "not a ScienceQA folder or Parquet file",
+            file=str(path),
+            hint="pass the official ScienceQA folder (problems.json, pid_splits.json, images/), a folder of "
+            "Hugging Face Parquet files (train-*.parquet, validation-*, test-*) or one such file; for "
+            "problems in your own JSONL use `ares-data ingest jsonl FILE --map ...`",
+        )
     return ScienceQAParquet(path)
