@@ -9,12 +9,14 @@ that feeds buffers through them is `ares_train.ppo.trainer`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from .trl_base import masked_mean, masked_whiten, selective_log_softmax
 
 __all__ = [
+    "clipped_policy_loss",
     "gae",
     "kl_per_token",
     "ppo_loss",
@@ -74,6 +76,18 @@ class LossOut:
     ratio: torch.Tensor
 
 
+def clipped_policy_loss(
+    new_logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, cliprange: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per token: max(-A * ratio, -A * clip(ratio, 1 +- cliprange)), whether the clipped term won, the
+    ratio and the log-ratio (PPO's and GRPO's policy loss)."""
+    diff = new_logprobs - old_logprobs
+    ratio = torch.exp(diff)
+    pg1 = -advantages * ratio
+    pg2 = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
+    return torch.max(pg1, pg2), pg2 > pg1, ratio, diff
+
+
 def ppo_loss(
     new_logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
@@ -108,14 +122,11 @@ def ppo_loss(
         vf_loss = 0.5 * token_mean(torch.max(vf1, vf2))
     else:
         vf2, vf_loss = vf1, 0.5 * token_mean(vf1)
-    diff = new_logprobs - old_logprobs
-    ratio = torch.exp(diff)
-    pg1 = -advantages * ratio
-    pg2 = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
-    pg_loss = token_mean(torch.max(pg1, pg2))
+    pg, clipped, ratio, diff = clipped_policy_loss(new_logprobs, old_logprobs, advantages, cliprange)
+    pg_loss = token_mean(pg)
     with torch.no_grad():
         stats = dict(
-            pg_clipfrac=masked_mean((pg2 > pg1).float(), mask),
+            pg_clipfrac=masked_mean(clipped.float(), mask),
             vf_clipfrac=masked_mean((vf2 > vf1).float(), mask),
             approx_kl=0.5 * masked_mean(diff**2, mask),
             ratio=masked_mean(ratio, mask),
@@ -123,10 +134,11 @@ def ppo_loss(
     return LossOut(loss=pg_loss + vf_coef * vf_loss, pg_loss=pg_loss, vf_loss=vf_loss, **stats)
 
 
-def mean_loss(outs: list[LossOut]) -> LossOut:
-    """The (detached) mean of micro-batch losses and statistics."""
-    fields = LossOut.__dataclass_fields__
-    return LossOut(*[torch.stack([getattr(o, f).detach() for o in outs]).mean() for f in fields])
+def mean_loss(outs: list[Any]) -> Any:
+    """The (detached) mean of micro-batch losses and statistics (`LossOut`s, or another such dataclass)."""
+    cls = type(outs[0])
+    fields = cls.__dataclass_fields__
+    return cls(*[torch.stack([getattr(o, f).detach() for o in outs]).mean() for f in fields])
 
 
 def response_logprobs(logits: torch.Tensor, responses: torch.Tensor, temperature: float) -> torch.Tensor:

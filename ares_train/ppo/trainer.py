@@ -87,7 +87,7 @@ class Buffer:
         }
 
 
-def _pad_right(rows: list[torch.Tensor], length: int, value: float = 0.0) -> torch.Tensor:
+def pad_right(rows: list[torch.Tensor], length: int, value: float = 0.0) -> torch.Tensor:
     out = torch.full((len(rows), length), value, dtype=rows[0].dtype, device=rows[0].device)
     for i, r in enumerate(rows):
         out[i, : r.shape[-1]] = r
@@ -240,11 +240,11 @@ class SentencePPOTrainer(PPOTrainer):
         picked = {k: v[first : first + len(rows)] for k, v in self.behaviour.items()}
         buf = Buffer(
             rows,
-            _pad_right(parts["mask"], length, False),
-            _pad_right(parts["sr"], length),
-            _pad_right(picked["logprobs"], length),
-            _pad_right(picked["ref_logprobs"], length),
-            _pad_right(parts["v"], length),
+            pad_right(parts["mask"], length, False),
+            pad_right(parts["sr"], length),
+            pad_right(picked["logprobs"], length),
+            pad_right(picked["ref_logprobs"], length),
+            pad_right(parts["v"], length),
         )
         buf.kl = torch.where(buf.mask, kl_per_token(buf.logprobs, buf.ref_logprobs, args.kl_estimator), 0.0)
         buf.rewards = token_rewards(buf.sentence_rewards, buf.kl, buf.mask, args.kl_coef)
@@ -252,7 +252,7 @@ class SentencePPOTrainer(PPOTrainer):
         return buf
 
     # -- the update --
-    def _mini_batch(self, buf: Buffer, idx: torch.Tensor) -> LossOut:
+    def _mini_batch(self, buf: Buffer, idx: torch.Tensor) -> Any:
         acc, args, device = self.accelerator, self.args, self.accelerator.device
         micro = args.per_device_train_batch_size
         chunks = [idx[i : i + micro] for i in range(0, len(idx), micro)]
@@ -260,25 +260,10 @@ class SentencePPOTrainer(PPOTrainer):
         outs, kls = [], []
         for j, chunk in enumerate(chunks):
             inputs, responses, mask, _, plen = self.collate([buf.rows[i] for i in chunk.tolist()], device)
-            r = responses.shape[1]
             ctx = acc.no_sync(self.model) if j < len(chunks) - 1 else contextlib.nullcontext()
             with ctx:
-                logits, vpred = self._forward(self.model, inputs, plen, r, True)
-                new_lp = response_logprobs(logits, responses, self.temperature)
-                pick = {k: v[chunk, :r] for k, v in buf.tensors().items()}
-                out = ppo_loss(
-                    new_lp,
-                    pick["logprobs"],
-                    pick["advantages"],
-                    vpred,
-                    pick["values"],
-                    pick["returns"],
-                    mask,
-                    cliprange=args.cliprange,
-                    cliprange_value=args.cliprange_value,
-                    vf_coef=args.vf_coef,
-                    n_tokens=n_tokens,
-                )
+                pick = {k: v[chunk, : responses.shape[1]] for k, v in buf.tensors().items()}
+                out, new_lp = self._loss(inputs, responses, mask, plen, pick, n_tokens)
                 acc.backward(out.loss)
                 kl_now = kl_per_token(new_lp.detach(), pick["ref_logprobs"], "k3")  # >= 0 per token
             kls.append((kl_now * mask).sum(1))
@@ -289,6 +274,34 @@ class SentencePPOTrainer(PPOTrainer):
         self.optimizer.zero_grad()
         self._kl_now.append(torch.cat(kls).mean())
         return mean_loss(outs)
+
+    def _loss(
+        self,
+        inputs: dict[str, torch.Tensor],
+        responses: torch.Tensor,
+        mask: torch.Tensor,
+        prompt_len: int,
+        pick: dict[str, torch.Tensor],
+        n_tokens: torch.Tensor,
+    ) -> tuple[LossOut, torch.Tensor]:
+        """One micro-batch's loss (`pick`: its rows of the buffer's tensors) and its new log-probs."""
+        args = self.args
+        logits, vpred = self._forward(self.model, inputs, prompt_len, responses.shape[1], True)
+        new_lp = response_logprobs(logits, responses, self.temperature)
+        out = ppo_loss(
+            new_lp,
+            pick["logprobs"],
+            pick["advantages"],
+            vpred,
+            pick["values"],
+            pick["returns"],
+            mask,
+            cliprange=args.cliprange,
+            cliprange_value=args.cliprange_value,
+            vf_coef=args.vf_coef,
+            n_tokens=n_tokens,
+        )
+        return out, new_lp
 
     def _clip_gradients(self) -> None:
         """Clip the policy's and the value model's gradients each to max_grad_norm (one joint norm under
@@ -305,26 +318,33 @@ class SentencePPOTrainer(PPOTrainer):
         for module in (unwrapped.policy, unwrapped.value_model):
             acc.clip_grad_norm_([p for p in module.parameters() if p.grad is not None], limit)
 
-    def _metrics(self, buf: Buffer, outs: list[LossOut], epoch: int, started: float) -> dict[str, float]:
-        def avg(field: str) -> float:
-            value = torch.stack([getattr(o, field).detach().float() for o in outs]).mean()
-            return self.accelerator.gather_for_metrics(value.reshape(1)).mean().item()
+    def _avg(self, outs: list[Any], field: str) -> float:
+        """A loss statistic averaged over the mini-batches and processes."""
+        value = torch.stack([getattr(o, field).detach().float() for o in outs]).mean()
+        return self.accelerator.gather_for_metrics(value.reshape(1)).mean().item()
 
-        def per_seq(t: torch.Tensor) -> float:
-            return self.accelerator.gather_for_metrics(t.sum(1).mean().reshape(1)).mean().item()
+    def _per_seq(self, t: torch.Tensor) -> float:
+        """A per-token quantity summed per rationale, averaged over rationales and processes."""
+        return self.accelerator.gather_for_metrics(t.sum(1).mean().reshape(1)).mean().item()
 
+    def _loss_metrics(self, buf: Buffer, outs: list[LossOut]) -> dict[str, float]:
         return {
-            "loss/total": avg("loss"),
-            "loss/policy": avg("pg_loss"),
-            "loss/value": avg("vf_loss"),
-            "reward/sentence": per_seq(buf.sentence_rewards),
-            "reward/total": per_seq(buf.rewards),
-            "objective/kl": per_seq(buf.kl),  # the estimator in the reward, summed per rationale
+            "loss/total": self._avg(outs, "loss"),
+            "loss/policy": self._avg(outs, "pg_loss"),
+            "loss/value": self._avg(outs, "vf_loss"),
+            "reward/sentence": self._per_seq(buf.sentence_rewards),
+            "reward/total": self._per_seq(buf.rewards),
+            "objective/kl": self._per_seq(buf.kl),  # the estimator in the reward, summed per rationale
+            "policy/clipfrac": self._avg(outs, "pg_clipfrac"),
+            "policy/approxkl": self._avg(outs, "approx_kl"),
+            "policy/ratio": self._avg(outs, "ratio"),
+            "val/clipfrac": self._avg(outs, "vf_clipfrac"),
+        }
+
+    def _metrics(self, buf: Buffer, outs: list[Any], epoch: int, started: float) -> dict[str, float]:
+        return {
+            **self._loss_metrics(buf, outs),
             "objective/kl_current": self._gathered_kl_now(),  # k3 (>= 0) of the policy now vs the reference
-            "policy/clipfrac": avg("pg_clipfrac"),
-            "policy/approxkl": avg("approx_kl"),
-            "policy/ratio": avg("ratio"),
-            "val/clipfrac": avg("vf_clipfrac"),
             "lr": self.lr_scheduler.get_last_lr()[0],
             "ppo_epoch": epoch,
             "step": self.state.global_step,
