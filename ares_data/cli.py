@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -47,8 +48,20 @@ def compose_app(name: str, help: str, package: str, modules: list[str]) -> typer
         ctx.obj = {"store": store}
 
     for mod in modules:
-        root.add_typer(importlib.import_module(f"{package}.commands.{mod}").app)
+        sub = importlib.import_module(f"{package}.commands.{mod}").app
+        for command in sub.registered_commands:
+            if command.short_help is None and command.callback is not None:
+                command.short_help = short_help(command.callback.__doc__ or "")
+        root.add_typer(sub)
     return root
+
+
+def short_help(doc: str) -> str:
+    """The first sentence of a command's docstring as one line (its line breaks would otherwise break the
+    command list mid-sentence in a narrow terminal)."""
+    text = " ".join(doc.strip().split("\n\n")[0].split())
+    match = re.match(r"(.+?[.!?])(?=\s+[A-Z(`]|$)", text)
+    return match.group(1) if match else text
 
 
 app = compose_app(

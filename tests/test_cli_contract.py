@@ -182,3 +182,17 @@ def test_teacher_commands_share_the_engine_options() -> None:
     assert set(seen) == {"score", "correct", "judge"}
     assert all(set(opts) == engine for opts in seen.values()), {k: engine - set(v) for k, v in seen.items()}
     assert seen["judge"] == seen["score"] == seen["correct"]
+
+
+@pytest.mark.parametrize(("prog", "path", "cmd"), COMMANDS, ids=IDS)
+def test_command_lists_show_whole_sentences_and_no_empty_defaults(
+    prog: str, path: list[str], cmd: Any
+) -> None:
+    """A group's command list shows each command's first sentence as one line (no docstring line break
+    cutting it mid-sentence in a narrow terminal); no option help ends in '(default: None)'."""
+    if path and cmd.short_help is not None:
+        assert "\n" not in cmd.short_help and cmd.short_help.rstrip().endswith((".", "!", "?", ")")), \
+            cmd.short_help
+    for param in cmd.params:
+        text = getattr(param, "help", None) or ""
+        assert "(default: None)" not in text and text.count("(default") <= 1, f"{param.name}: {text}"

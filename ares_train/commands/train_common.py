@@ -24,8 +24,9 @@ def config_option(cls: type, name: str, *decls: str) -> Any:
     from ..config import field_help
 
     f = next(f for f in dataclasses.fields(cls) if f.name == name)
-    default = "" if f.default in ("", dataclasses.MISSING) else f" (default: {f.default})"
-    return typer.Option(*decls, help=field_help(cls, name) + default, show_default=False)
+    text = field_help(cls, name)
+    shown = f.default not in ("", None, dataclasses.MISSING) and "(default" not in text
+    return typer.Option(*decls, help=text + (f" (default: {f.default})" if shown else ""), show_default=False)
 
 
 def print_warnings(warnings: list[str]) -> None:
