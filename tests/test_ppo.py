@@ -499,7 +499,9 @@ def test_two_processes_share_the_rollouts(store_dir: Path, text_model: Path, tmp
         "2",
         "--json",
     ]
-    env = {**os.environ, "ARES_STORE": str(store_dir), "OMP_NUM_THREADS": "1"}
+    # CPU processes on every machine: two ranks cannot share one GPU under NCCL, and the test is about
+    # sharding and one writer, not the device
+    env = {**os.environ, "ARES_STORE": str(store_dir), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     steps = [
