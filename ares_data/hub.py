@@ -300,6 +300,8 @@ def push(store: Store, ref: str, repo: str, *, private: bool = False, with_paren
     token = get_token()
     tag = f"v{version.version}"
     configs = plan_configs(store, version, with_parents)
+    for cfg in configs:  # what leaves the store must be what its manifest says
+        cfg.version.verify_fingerprint()
     api = _api(token)
     with tempfile.TemporaryDirectory(prefix="ares-push-") as tmp:
         folder = Path(tmp)

@@ -1,25 +1,56 @@
-"""`pull`: bring a dataset pushed by `ares_data.hub.push` back into a store, fingerprints verified.
+"""`pull`: bring a dataset pushed by `ares_data.hub.push` back into a store, all of it or nothing.
 
-Every ARES config of the repo (`ares/<config>/manifest.json` + `data/<config>/*.parquet`) is published,
-parents first, so the lineage is linked again locally; the content fingerprint recorded at push time is
-checked on the downloaded Parquet before publishing and on the published Arrow after (see `ares_data.hub`).
+1. The manifests (`ares/<config>/manifest.json`) come first: the local names are planned (`--prefix`,
+   `-o`) and a name that already holds unrelated local data is refused before any data is downloaded.
+2. The Parquet files' footers are checked against the manifests (row counts, declared sizes) before any
+   row is read; rows are then read in bounded batches, checked against the kind's schema and invariants
+   (`ares_data.invariants`) and streamed into staged (hidden) versions. Counts are recomputed from the rows.
+3. The content fingerprint recorded at push time is checked on each staged version; only when every
+   config passed are they published, parents first (a failure part way retracts what this pull published).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import AresError
+from .errors import AresError, InputError, UsageError
 from .hub import _RESERVED, HubError, _api, content_fingerprint, endpoint, hub_errors, parse_repo
-from .stats import read_table
-from .store import Store, Version
+from .integrity import DATA_FILE, expected_schema, schema_difference
+from .invariants import check_batch, derived_counts
+from .store import Store, Version, Writer, check_name
+
+BATCH_BYTES = 32 * 1024**2  # rows per batch are chosen so a batch decodes to about this much
+MAX_BATCH_BYTES = 256 * 1024**2  # a batch that decodes to more than this is refused
+MAX_ROW_BYTES = 64 * 1024**2  # declared bytes per row above this are refused before reading
+MAX_BATCH_ROWS = 4096
+_COUNT_KEYS = ("ok", "failed", "cached", "attempts", "sentences", "dropped_sentences")
+_USAGE_KEYS = ("input_tokens", "output_tokens", "cost_usd")
+
+
+@dataclass
+class Planned:
+    """One config of the repo: its remote manifest, local name, Parquet files and (once staged) writer."""
+
+    config: str
+    manifest: dict[str, Any]
+    target: str
+    files: list[Path] = field(default_factory=list)
+    writer: Writer | None = None
+    counts: dict[str, float] = field(default_factory=dict)
+    reuse: Version | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.manifest['name']}@{self.manifest['version']}"
 
 
 def _order(manifests: dict[str, dict[str, Any]]) -> list[str]:
@@ -40,59 +71,184 @@ def _order(manifests: dict[str, dict[str, Any]]) -> list[str]:
     return done
 
 
-def pull(store: Store, spec: str, name: str | None = None) -> list[Version]:
-    """Download OWNER/NAME[@REV] and publish every ARES config in it (parents first); the default last."""
+def pull(store: Store, spec: str, name: str | None = None, prefix: str = "") -> list[Version]:
+    """Download OWNER/NAME[@REV] and publish every ARES config in it (parents first, the default last), all
+    or none. `name` renames the default config; `prefix` goes in front of every other local name."""
     from huggingface_hub import snapshot_download
 
     repo, rev = parse_repo(spec)
     token = os.environ.get("HF_TOKEN") or None
-    _api(token)  # refuses offline mode
+    api = _api(token)  # refuses offline mode
     with tempfile.TemporaryDirectory(prefix="ares-pull-") as tmp, hub_errors("pull", repo):
-        local = Path(snapshot_download(repo, repo_type="dataset", revision=rev or "main", token=token,
-                                       endpoint=endpoint(), local_dir=tmp,
-                                       allow_patterns=["ares/*/manifest.json", "data/*/*.parquet"]))
-        found = sorted(local.glob("ares/*/manifest.json"))
-        manifests = {p.parent.name: json.loads(p.read_text()) for p in found}
-        if not manifests:
-            raise HubError(f"{repo}@{rev or 'main'} has no ares/<config>/manifest.json "
-                           "(not pushed by ares-data)")
-        published: dict[str, Version] = {}
-        for cfg in _order(manifests):
-            published[cfg] = _publish_pulled(store, repo, rev, local, cfg, manifests, published, name)
+        commit = api.repo_info(repo, repo_type="dataset", revision=rev or "main").sha or rev or "main"
+
+        def download(pattern: str) -> Path:
+            return Path(snapshot_download(repo, repo_type="dataset", revision=commit, token=token,
+                                          endpoint=endpoint(), local_dir=tmp, allow_patterns=[pattern]))
+
+        local = download("ares/*/manifest.json")
+        plan = _plan(store, repo, rev, _read_manifests(repo, rev, local), name, prefix)
+        local = download("data/*/*.parquet")
+        for p in plan:
+            p.files = _checked_files(repo, local, p)
+        with contextlib.ExitStack() as stack:
+            for p in plan:
+                if p.reuse is None:
+                    p.writer = stack.enter_context(store.staging(p.manifest["kind"]))
+                    _stage(repo, p)
+            return _publish_all(store, repo, rev, plan)
+
+
+def _read_manifests(repo: str, rev: str | None, local: Path) -> dict[str, dict[str, Any]]:
+    manifests = {}
+    for path in sorted(local.glob("ares/*/manifest.json")):
+        where = f"{repo}: ares/{path.parent.name}/manifest.json"
+        try:
+            m = json.loads(path.read_text())
+        except ValueError as exc:
+            raise HubError(f"{where} is not JSON ({exc})") from None
+        missing = [k for k in ("name", "version", "kind", "rows", "content_fingerprint") if k not in m] \
+            if isinstance(m, dict) else ["(not an object)"]
+        if missing or not isinstance(m["rows"], int) or m["rows"] < 0:
+            raise HubError(f"{where} is damaged (missing {missing or 'a row count'})")
+        check_name(m["name"])
+        manifests[path.parent.name] = m
+    if not manifests:
+        raise HubError(f"{repo}@{rev or 'main'} has no ares/<config>/manifest.json (not pushed by ares-data)")
+    return manifests
+
+
+def _plan(store: Store, repo: str, rev: str | None, manifests: dict[str, dict[str, Any]], name: str | None,
+          prefix: str) -> list[Planned]:
+    plan = []
+    for cfg in _order(manifests):
+        m = manifests[cfg]
+        default = bool(m.get("hub", {}).get("default"))
+        target = check_name(name if (name and default) else f"{prefix}{m['name']}")
+        p = Planned(cfg, m, target)
+        if target == m["name"]:
+            p.reuse = _local_original(store, m)
+        if p.reuse is None and not (name and default):
+            _refuse_unrelated(store, repo, p, prefix)
+        plan.append(p)
+    return plan
+
+
+def _refuse_unrelated(store: Store, repo: str, p: Planned, prefix: str) -> None:
+    """A local name with versions that were not pulled from this repo is someone else's dataset."""
+    for v in store.versions(p.target):
+        try:
+            found = store.resolve(f"{p.target}@v{v}", check=False)
+            source = (found.manifest.get("pulled_from") or {}).get("repo")
+        except AresError:
+            source = None
+        if source != repo:
+            hint = f"pass --prefix (e.g. --prefix {prefix or 'hub-'}) to publish the pulled datasets under " \
+                   "other names" + (", or -o NAME for the default config" if p.manifest.get("hub", {})
+                                    .get("default") else "")
+            raise UsageError(f"pulling {repo} would add a version to your local dataset '{p.target}' "
+                             f"({p.target}@v{v} was not pulled from {repo}); nothing was published",
+                             hint=hint)
+
+
+def _checked_files(repo: str, local: Path, p: Planned) -> list[Path]:
+    """The config's Parquet files, after their footers agree with the manifest (nothing read yet)."""
+    files = sorted((local / "data" / p.config).glob("*.parquet"))
+    if not files:
+        raise HubError(f"{repo}: config {p.config} has no Parquet files")
+    want = expected_schema(p.manifest["kind"])
+    rows = 0
+    for f in files:
+        where = f"{repo}: data/{p.config}/{f.name}"
+        try:
+            meta = pq.ParquetFile(f).metadata
+            schema = pq.read_schema(f)
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise InputError(f"not a readable Parquet file ({exc})", file=where) from None
+        diff = schema_difference(schema, want)
+        if diff:
+            raise InputError(f"does not fit kind '{p.manifest['kind']}': {diff}", file=where)
+        for i in range(meta.num_row_groups):
+            rg = meta.row_group(i)
+            if rg.num_rows and rg.total_byte_size / rg.num_rows > MAX_ROW_BYTES:
+                raise InputError(f"row group {i} declares {rg.total_byte_size} bytes for {rg.num_rows} rows "
+                                 f"(more than {MAX_ROW_BYTES >> 20} MiB a row)", file=where)
+        rows += meta.num_rows
+    if rows != p.manifest["rows"]:
+        raise HubError(f"{repo}: config {p.config} holds {rows} rows, its manifest says "
+                       f"{p.manifest['rows']}; nothing was published")
+    return files
+
+
+def _batches(f: Path) -> Any:
+    pf = pq.ParquetFile(f)
+    meta = pf.metadata
+    per_row = max((meta.row_group(i).total_byte_size / max(1, meta.row_group(i).num_rows)
+                   for i in range(meta.num_row_groups)), default=1.0)
+    size = int(max(1, min(MAX_BATCH_ROWS, BATCH_BYTES // max(1.0, per_row))))
+    return pf.iter_batches(batch_size=size)
+
+
+def _stage(repo: str, p: Planned) -> None:
+    """Stream the config's rows into its staged writer, batch by batch, checking each batch."""
+    assert p.writer is not None
+    kind, done = p.manifest["kind"], 0
+    for f in p.files:
+        where = f"{repo}: data/{p.config}/{f.name}"
+        for batch in _batches(f):
+            if batch.nbytes > MAX_BATCH_BYTES:
+                raise InputError(f"rows {done + 1}..{done + batch.num_rows} decode to {batch.nbytes} bytes, "
+                                 "far more than the file declares; nothing was published", file=where)
+            check_batch(kind, batch, done, where)
+            for key, n in derived_counts(kind, batch).items():
+                p.counts[key] = p.counts.get(key, 0) + n
+            p.writer.write_table(pa.Table.from_batches([batch]))
+            done += batch.num_rows
+    p.writer._finalize()
+    with pa.memory_map(str(p.writer.tmp / DATA_FILE)) as source:
+        got = content_fingerprint(kind, pa.ipc.open_stream(source).read_all())
+    if got != p.manifest["content_fingerprint"]:
+        raise HubError(f"{repo}: config {p.config}: content fingerprint mismatch (manifest "
+                       f"{str(p.manifest['content_fingerprint'])[:16]}…, downloaded {got[:16]}…); "
+                       "nothing was published")
+
+
+def _publish_all(store: Store, repo: str, rev: str | None, plan: list[Planned]) -> list[Version]:
+    published: dict[str, Version] = {}
+    fresh: list[Version] = []
+    try:
+        for p in plan:
+            if p.reuse is not None:
+                published[p.ref] = p.reuse
+                continue
+            m, w = p.manifest, p.writer
+            assert w is not None
+            parents = [published[x["ref"]] for x in m.get("parents", []) if x["ref"] in published]
+            w.counts = {k: int(p.counts[k]) for k in _COUNT_KEYS if k in p.counts}  # from the rows
+            version = store.commit(w, p.target, parents=parents, params=m.get("params") or {},
+                                   extra=_extra(repo, rev, p))
+            published[p.ref] = version
+            if not version.reused:
+                fresh.append(version)
+    except BaseException:
+        for version in reversed(fresh):
+            store.retract(version)
+        raise
     return list(published.values())
 
 
-def _publish_pulled(store: Store, repo: str, rev: str | None, local: Path, cfg: str,
-                    manifests: dict[str, dict[str, Any]], published: dict[str, Version],
-                    name: str | None) -> Version:
-    m = manifests[cfg]
-    files = sorted((local / "data" / cfg).glob("*.parquet"))
-    if not files:
-        raise HubError(f"{repo}: config {cfg} has no Parquet files")
-    table = pa.concat_tables([pq.read_table(f) for f in files])
-    expected = m.get("content_fingerprint")
-    got = content_fingerprint(m["kind"], table)
-    if got != expected:
-        raise HubError(f"{repo}: config {cfg}: content fingerprint mismatch (manifest {str(expected)[:16]}…, "
-                       f"downloaded {got[:16]}…); nothing was published")
-    by_ref = {f"{mm['name']}@{mm['version']}": c for c, mm in manifests.items()}
-    parents = [published[by_ref[p["ref"]]] for p in m.get("parents", []) if by_ref.get(p["ref"]) in published]
-    extra = {k: v for k, v in m.items() if k not in _RESERVED | {"content_fingerprint", "hub"}}
-    extra["pulled_from"] = {"repo": repo, "revision": rev or "main", "config": cfg,
-                            "ref": f"{m['name']}@{m['version']}",
-                            "fingerprint": m["fingerprint"], "content_fingerprint": expected,
-                            "command": m.get("command"), "parents": m.get("parents", [])}
-    target = name if (name and m.get("hub", {}).get("default")) else m["name"]
-    if target == m["name"] and (original := _local_original(store, m)) is not None:
-        return original  # pulled back into the store it was pushed from: the very version is here
-    with store.writer(target, m["kind"], parents=parents, params=m.get("params") or {}, extra=extra) as w:
-        w.write_table(table)
-        for key, n in (m.get("counts") or {}).items():
-            w.count(key, n)
-    version = w.result
-    if content_fingerprint(version.kind, read_table(version)) != expected:
-        raise HubError(f"{version.ref}: content changed while publishing (fingerprint mismatch)")
-    return version
+def _extra(repo: str, rev: str | None, p: Planned) -> dict[str, Any]:
+    m = p.manifest
+    extra = {k: v for k, v in m.items() if k not in _RESERVED | {"content_fingerprint", "hub", "usage"}}
+    if "usage" in m or "cost_usd" in m:  # recomputed from the rows, the remote's claim kept below
+        extra["usage"] = {k: round(p.counts.get(k, 0), 8) for k in _USAGE_KEYS}
+        extra["cost_usd"] = extra["usage"]["cost_usd"]
+    extra["pulled_from"] = {"repo": repo, "revision": rev or "main", "config": p.config, "ref": p.ref,
+                            "fingerprint": m.get("fingerprint"),
+                            "content_fingerprint": m["content_fingerprint"],
+                            "command": m.get("command"), "parents": m.get("parents", []),
+                            "counts": m.get("counts"), "usage": m.get("usage")}
+    return extra
 
 
 def _local_original(store: Store, m: dict[str, Any]) -> Version | None:
@@ -101,7 +257,7 @@ def _local_original(store: Store, m: dict[str, Any]) -> Version | None:
         v = store.resolve(f"{m['name']}@{m['version']}")
     except AresError:
         return None
-    if v.fingerprint != m["fingerprint"]:
+    if v.fingerprint != m.get("fingerprint"):
         return None
     v.reused = True
     return v

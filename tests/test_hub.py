@@ -318,3 +318,147 @@ def test_bulk_write_table_checks_columns(store_dir: Path) -> None:
         with store.writer("bad", "scores") as w:
             w.write_table(read_table(good).drop_columns(["scores"]))
     assert store.versions("bad") == []
+
+
+# ---- issue 11: a pull is all or nothing, never extends unrelated names, checks rows, bounded ---------------
+SCORES_SHARD = "data/scores/train-00000-of-00001.parquet"
+
+
+def _tamper(hub: FakeHub, change_table=None, change_manifest=None, *, refingerprint: bool = True) -> None:
+    """Rewrite the scores config at tag v1 like a hostile repo would: consistent manifest, bad rows."""
+    head = hub.repos[REPO].commits[hub.repos[REPO].tags["v1"]]
+    table = pq.read_table(io.BytesIO(head.files[SCORES_SHARD].data))
+    manifest = json.loads(head.files["ares/scores/manifest.json"].data)
+    if change_table is not None:
+        table = change_table(table)
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        head.files[SCORES_SHARD].data = buf.getvalue()
+        if refingerprint:
+            manifest["content_fingerprint"] = content_fingerprint("scores", table)
+    if change_manifest is not None:
+        change_manifest(manifest)
+    head.files["ares/scores/manifest.json"].data = json.dumps(manifest).encode()
+
+
+def _set_column(name: str, values: list) -> object:
+    def change(table: pa.Table) -> pa.Table:
+        i = table.schema.get_field_index(name)
+        return table.set_column(i, name, pa.array(values, table.schema.field(name).type))
+    return change
+
+
+def _nothing_published(root: Path) -> None:
+    """No version and no dataset folder: only the store's hidden staging area may exist."""
+    assert Store(root).names() == []
+    assert not root.exists() or not [p for p in root.iterdir() if not p.name.startswith(".")]
+
+
+def test_pull_publishes_all_configs_or_none(hub: FakeHub, lineage: dict, tmp_path: Path) -> None:
+    _push("--with-parents")
+    _tamper(hub, _set_column("problem_id", ["x"] * 18), refingerprint=False)  # the last config is bad
+    r = data(["pull", f"{REPO}@v1", "--store", tmp_path / "s2"])
+    assert r.exit_code == 1 and "content fingerprint mismatch" in r.stderr, r.output
+    _nothing_published(tmp_path / "s2")  # the parents staged before it are not published either
+
+
+@pytest.mark.parametrize("change,expected", [
+    (lambda t: t.append_column("extra", pa.array([1] * t.num_rows)), "unexpected column(s) ['extra']"),
+    (lambda t: t.set_column(t.schema.get_field_index("attempts"), "attempts",
+                            t.column("attempts").cast(pa.int64())), "'attempts' is int64, expected int32"),
+])
+def test_pull_refuses_other_columns_before_publishing(hub: FakeHub, lineage: dict, tmp_path: Path, change,
+                                                      expected: str) -> None:
+    _push("--with-parents")
+    _tamper(hub, change)
+    r = data(["pull", f"{REPO}@v1", "--store", tmp_path / "s2"])
+    assert r.exit_code == 1, r.output
+    assert f"{SCORES_SHARD}: does not fit kind 'scores': {expected}" in r.stderr, r.stderr
+    _nothing_published(tmp_path / "s2")
+
+
+def test_pull_never_extends_unrelated_local_datasets(hub: FakeHub, lineage: dict, tmp_path: Path) -> None:
+    _push("--with-parents")
+    mine = Store(tmp_path / "mine")
+    build_lineage(mine, n_problems=3)  # the user's own sqa/rats/scores, other content
+    before = {n: mine.versions(n) for n in mine.names()}
+    for extra in ([], ["-o", "shared"]):
+        r = data(["pull", f"{REPO}@v1", "--store", mine.root, *extra])
+        assert r.exit_code == 2, r.output
+        assert f"pulling {REPO} would add a version to your local dataset 'sqa'" in r.stderr
+        assert "--prefix" in r.stderr
+        assert {n: mine.versions(n) for n in mine.names()} == before
+    r = data(["pull", f"{REPO}@v1", "--store", mine.root, "--prefix", "hub-", "-o", "shared", "--json"])
+    assert r.exit_code == 0, r.output
+    assert [v["ref"] for v in r.json()] == ["hub-sqa@v1", "hub-rats@v1", "shared@v1"]
+    assert mine.parent_chain(mine.resolve("shared"), "problems").ref == "hub-sqa@v1"
+    again = data(["pull", f"{REPO}@v1", "--store", mine.root, "--prefix", "hub-", "-o", "shared", "--json"])
+    assert again.exit_code == 0 and all(v["reused"] for v in again.json())  # same repo: its own lineage
+
+
+@pytest.mark.parametrize("values,expected", [
+    ("range", "row 1, field 'scores[0]': 99.0 is outside [0, 1]"),
+    ("count", "row 1, field 'scores': 1 scores for 3 sentences"),
+])
+def test_pull_checks_rows_against_the_kind(hub: FakeHub, lineage: dict, tmp_path: Path, values: str,
+                                           expected: str) -> None:
+    _push("--with-parents")
+    scores = [list(s) for s in lineage["scores"].load()["scores"]]
+    scores[0] = [99.0] * len(scores[0]) if values == "range" else scores[0][:1]
+    _tamper(hub, _set_column("scores", scores))
+    r = data(["pull", f"{REPO}@v1", "--store", tmp_path / "s2"])
+    assert r.exit_code == 1 and f"{SCORES_SHARD}, {expected}" in r.stderr, r.stderr
+    _nothing_published(tmp_path / "s2")
+
+
+def test_pull_recomputes_counts_from_the_rows(hub: FakeHub, lineage: dict, tmp_path: Path) -> None:
+    _push()
+
+    def claim(m: dict) -> None:
+        m["counts"] = {"ok": 10**12, "failed": -5}
+        m["usage"] = {"input_tokens": 10**15}
+    _tamper(hub, change_manifest=claim)
+    r = data(["pull", f"{REPO}@v1", "--store", tmp_path / "s2", "--json"])
+    assert r.exit_code == 0, r.output
+    pulled = Store(tmp_path / "s2").resolve("scores")
+    table = read_table(pulled)
+    ok = table.column("status").to_pylist().count("ok")
+    assert pulled.manifest["counts"]["ok"] == ok == 16 and pulled.manifest["counts"]["failed"] == 2
+    assert pulled.manifest["usage"]["input_tokens"] == sum(table.column("input_tokens").to_pylist())
+    assert pulled.manifest["pulled_from"]["counts"] == {"ok": 10**12, "failed": -5}  # the claim: provenance
+
+
+def test_pull_checks_declared_sizes_before_reading_rows(hub: FakeHub, lineage: dict, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import ares_data.hub_pull as hub_pull
+
+    _push()
+    _tamper(hub, change_manifest=lambda m: m.update(rows=5))
+    read: list[str] = []
+    real = pq.ParquetFile.iter_batches
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches",
+                        lambda self, **kw: read.append("x") or real(self, **kw))
+    r = data(["pull", f"{REPO}@v1", "--store", tmp_path / "s2"])
+    assert r.exit_code == 1 and "config scores holds 18 rows, its manifest says 5" in r.stderr, r.stderr
+    assert read == []  # refused from the Parquet footer, no row decoded
+    _tamper(hub, change_manifest=lambda m: m.update(rows=18))
+    monkeypatch.setattr(hub_pull, "MAX_ROW_BYTES", 10)
+    r = data(["pull", f"{REPO}@v1", "--store", tmp_path / "s2"])
+    assert r.exit_code == 1 and "row group 0 declares" in r.stderr and read == [], r.stderr
+    monkeypatch.setattr(hub_pull, "MAX_ROW_BYTES", 64 * 1024**2)
+    monkeypatch.setattr(hub_pull, "MAX_BATCH_BYTES", 100)  # a batch decoding past the bound stops the pull
+    r = data(["pull", f"{REPO}@v1", "--store", tmp_path / "s2"])
+    assert r.exit_code == 1 and "far more than the file declares" in r.stderr, r.stderr
+    _nothing_published(tmp_path / "s2")
+
+
+def test_push_refuses_a_damaged_version(hub: FakeHub, lineage: dict) -> None:
+    from ares_data.integrity import DATA_FILE
+
+    path = lineage["scores"].path / DATA_FILE
+    blob = bytearray(path.read_bytes())
+    blob[blob.index(b"unparseable reply")] ^= 1
+    path.write_bytes(bytes(blob))
+    r = data(["push", "scores", "--repo", REPO])
+    assert r.exit_code == 1 and "scores@v1 is damaged: the data no longer matches its fingerprint" in r.stderr
+    assert REPO not in hub.repos

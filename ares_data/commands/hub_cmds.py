@@ -53,16 +53,20 @@ def pull_cmd(
     spec: Annotated[str, typer.Argument(help="OWNER/NAME or OWNER/NAME@REVISION (tag, branch or commit).")],
     output: Annotated[str, typer.Option("-o", "--output", help="Local name for the default config "
                                         "(default: its original name).")] = "",
+    prefix: Annotated[str, typer.Option("--prefix", help="Put PREFIX in front of the local name of every "
+                                        "pulled dataset (not the one named with -o), e.g. hub-.")] = "",
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Bring a pushed dataset (and the lineage pushed with it) back into the store, fingerprints verified.
+    """Bring a pushed dataset (and the lineage pushed with it) back into the store: all of its configs or
+    none, rows checked against their kind's schema and invariants, counts recomputed, fingerprints verified.
+    A local dataset of the same name that was not pulled from this repo is never extended: use --prefix.
 
-    Example: ares-data pull me/ares-scores@v3 -o scores-from-hub"""
+    Example: ares-data pull me/ares-scores@v3 -o scores-from-hub --prefix hub-"""
     from ..hub_pull import pull
 
     with err_console().status(f"pulling {spec} ..."):
-        versions = pull(get_store(store), spec, output or None)
+        versions = pull(get_store(store), spec, output or None, prefix)
     if as_json:
         emit_json([{"ref": v.ref, "kind": v.kind, "rows": v.manifest["rows"], "reused": v.reused,
                     "pulled_from": v.manifest.get("pulled_from")} for v in versions])
