@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .schema import validate_row
 from .segment import drop_repeats as _drop_repeats
 from .segment import segment
 from .sources.base import count_lines, hash_files, jsonl_lines, parse_json_line
@@ -185,6 +186,7 @@ def import_rationales(
                 progress(done, total)
             try:
                 row = reader.row(line, raw)
+                validate_row("rationales", row, file=str(path), index=line)  # e.g. a sample_index of 2**40
             except InputError as exc:
                 if not skip_invalid:
                     raise

@@ -6,6 +6,7 @@ New kinds are added to `KINDS` with one line.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from datasets import Features, Image, Sequence, Value
@@ -142,6 +143,11 @@ _PY_TYPES = {
 }
 
 
+_INT_LIMITS = {"int32": 2**31, "int64": 2**63}  # a value v fits when -limit <= v < limit
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # valid in JSON escapes, not encodable as UTF-8
+LONE_SURROGATE_ERROR = "text with a lone surrogate (an unpaired \\ud800-\\udfff escape): not valid Unicode"
+
+
 def features_for(kind: str) -> Features:
     try:
         return KINDS[kind]
@@ -164,6 +170,12 @@ def _check(value: Any, feature: Any, where: str, file: str | None, row: int | st
                 f"expected {feature.dtype}, got {type(value).__name__} ({value!r:.60})",
                 file=file, row=row, field=where,
             )
+        limit = _INT_LIMITS.get(feature.dtype)
+        if limit is not None and not -limit <= value < limit:
+            raise InputError(f"{value} does not fit {feature.dtype} ({-limit} to {limit - 1})",
+                             file=file, row=row, field=where)
+        if expected is str and LONE_SURROGATE.search(value):
+            raise InputError(LONE_SURROGATE_ERROR, file=file, row=row, field=where)
     elif isinstance(feature, (list, Sequence)):
         inner = feature[0] if isinstance(feature, list) else feature.feature
         if not isinstance(value, (list, tuple)):

@@ -33,6 +33,14 @@ SkipOpt = Annotated[
         help="Skip bad rows and list them (with reasons) in the manifest instead of failing.",
     ),
 ]
+OutsideOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-outside-images",
+        help="Read image paths that lead outside the input's folder (../, absolute paths, symlinks out); "
+        "refused by default so no other file of this machine ends up in the dataset.",
+    ),
+]
 SplitFilterOpt = Annotated[
     Optional[list[str]],
     typer.Option("--split", help="Only ingest this split (repeat for several), e.g. --split train."),
@@ -98,6 +106,7 @@ def ingest_scienceqa(
     output: OutputOpt,
     split: SplitFilterOpt = None,
     skip_invalid: SkipOpt = False,
+    allow_outside: OutsideOpt = False,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -106,7 +115,8 @@ def ingest_scienceqa(
     Example: ares-data ingest scienceqa ScienceQA/data -o sqa --split train --split val"""
     from ..sources import open_scienceqa
 
-    report(_ingest(open_scienceqa(path), output, store, skip_invalid, split, as_json), as_json)
+    source = open_scienceqa(path, allow_outside_images=allow_outside)
+    report(_ingest(source, output, store, skip_invalid, split, as_json), as_json)
 
 
 @ingest_app.command("aokvqa")
@@ -124,6 +134,7 @@ def ingest_aokvqa(
         typer.Option("--split", help="The file's split (default: from records or the file name)."),
     ] = None,
     skip_invalid: SkipOpt = False,
+    allow_outside: OutsideOpt = False,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -132,7 +143,8 @@ def ingest_aokvqa(
     Example: ares-data ingest aokvqa aokvqa_v1p0_val.json --images coco -o aok"""
     from ..sources import AOKVQAFile
 
-    report(_ingest(AOKVQAFile(file, images, split), output, store, skip_invalid, None, as_json), as_json)
+    source = AOKVQAFile(file, images, split, allow_outside_images=allow_outside)
+    report(_ingest(source, output, store, skip_invalid, None, as_json), as_json)
 
 
 @ingest_app.command("jsonl")
@@ -160,6 +172,7 @@ def ingest_jsonl(
     ] = None,
     split: SplitFilterOpt = None,
     skip_invalid: SkipOpt = False,
+    allow_outside: OutsideOpt = False,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -174,6 +187,7 @@ def ingest_jsonl(
         source_name=source_name,
         default_split=default_split,
         images_root=images_root,
+        allow_outside_images=allow_outside,
     )
     report(_ingest(source, output, store, skip_invalid, split, as_json), as_json)
 

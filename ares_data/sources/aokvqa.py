@@ -15,6 +15,7 @@ from typing import Any
 
 from ..errors import InputError
 from .base import ProblemSource, Where, check_choices, problem_row, read_image, require
+from .guards import check_image_inside, image_roots, usable_image
 from .scienceqa import load_json
 
 _SPLIT_IN_NAME = re.compile(r"(?:^|[_\-.])(train|val|test)(?:[_\-.]|$)")
@@ -23,10 +24,13 @@ _SPLIT_IN_NAME = re.compile(r"(?:^|[_\-.])(train|val|test)(?:[_\-.]|$)")
 class AOKVQAFile(ProblemSource):
     source = "aokvqa"
 
-    def __init__(self, path: Path, images: Path | None = None, split: str | None = None) -> None:
+    def __init__(self, path: Path, images: Path | None = None, split: str | None = None, *,
+                 allow_outside_images: bool = False) -> None:
         self.path, self.images = path, images
         if images is not None and not images.is_dir():
             raise InputError("image folder not found", file=str(images), field="--images")
+        self.allow_outside_images = allow_outside_images  # else images only from inside `images`
+        self._roots = image_roots(images)
         data = load_json(path)
         if not isinstance(data, list):
             raise InputError(f"expected a JSON list of questions, got {type(data).__name__}", file=str(path))
@@ -39,6 +43,7 @@ class AOKVQAFile(ProblemSource):
             "path": str(self.path.resolve()),
             "split": self.split_option,
             "images": str(self.images.resolve()) if self.images else None,
+            **({"allow_outside_images": True} if self.allow_outside_images else {}),
         }
 
     def total(self) -> int:
@@ -63,7 +68,7 @@ class AOKVQAFile(ProblemSource):
             for rec in self.data:
                 if isinstance(rec, dict) and isinstance(rec.get("image_id"), int):
                     found = self._image_path(self._split(rec), rec["image_id"])
-                    if found is not None:
+                    if usable_image(found, self._roots, self.allow_outside_images):
                         files.append(found)
         return files
 
@@ -112,6 +117,9 @@ class AOKVQAFile(ProblemSource):
                     row=where.row,
                     field="image_id",
                 )
+            # the folder comes from the split: a split of "../x" would read <images>/../x2017/
+            check_image_inside(path, f"{where.split}2017/{path.name}", self._roots, where, "split",
+                               self.allow_outside_images)
             image = read_image(path, where, field="image_id")
         metadata = {
             "image_id": image_id,

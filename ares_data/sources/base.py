@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 from ..errors import InputError
 from ..schema import validate_row
 from ..store import Store, Version
+from .guards import check_text, deep_field
 
 Progress = Callable[[int, int | None], None]  # (rows done, total rows or None)
 MAX_SKIPPED_LISTED = 1000  # the manifest lists at most this many skipped rows; counts has them all
@@ -100,13 +101,19 @@ def jsonl_lines(path: Path) -> Iterator[tuple[int, str]]:
 
 
 def parse_json_line(raw: str, file: str, line: int) -> dict[str, Any]:
-    """One JSONL line as an object; InputError naming file and line when it is malformed or not an object."""
+    """One JSONL line as an object; InputError naming file and line when it is malformed or not an object,
+    and the field when it nests too deeply or holds a lone surrogate (see `guards`)."""
     try:
         rec = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise InputError(f"malformed JSON line: {exc.msg} (column {exc.colno})", file=file, row=line) from exc
+    except RecursionError:
+        field = deep_field(raw)
+        raise InputError("JSON nested too deeply to read", file=file, row=line, field=field) from None
     if not isinstance(rec, dict):
         raise InputError(f"expected a JSON object, got {type(rec).__name__}", file=file, row=line)
+    if "\\u" in raw:  # a lone surrogate can only come from an escape (the file itself is valid UTF-8)
+        check_text(rec, file=file, row=line)
     return rec
 
 
@@ -132,6 +139,9 @@ def check_image_bytes(data: bytes, where: Where, field: str = "image", label: st
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.verify()
+    except Image.DecompressionBombError as exc:  # e.g. a tiny PNG declaring 20000x20000 pixels
+        raise InputError(f"image {label} refused as a decompression bomb: {exc}", file=where.file,
+                         row=where.row, field=field) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         why = "not an image file PIL can identify" if isinstance(exc, UnidentifiedImageError) else str(exc)
         raise InputError(

@@ -25,6 +25,7 @@ from .base import (
     problem_row,
     read_image,
 )
+from .guards import check_image_inside, image_roots, usable_image
 
 TARGETS = (
     "problem_id",
@@ -96,12 +97,15 @@ class JsonlFile(ProblemSource):
         source_name: str = "jsonl",
         default_split: str = "train",
         images_root: Path | None = None,
+        allow_outside_images: bool = False,
     ) -> None:
         if not path.is_file():
             raise InputError("file not found", file=str(path))
         self.path, self.mapping = path, dict(mapping or {})
         self.source_name, self.default_split = source_name, default_split
         self.images_root = images_root or path.parent
+        self.allow_outside_images = allow_outside_images  # else only from images_root and the file's folder
+        self._roots = image_roots(self.images_root, path.parent)
 
     def params(self) -> dict[str, Any]:
         return {
@@ -110,6 +114,7 @@ class JsonlFile(ProblemSource):
             "source_name": self.source_name,
             "default_split": self.default_split,
             "images_root": str(self.images_root.resolve()),
+            **({"allow_outside_images": True} if self.allow_outside_images else {}),
         }
 
     def total(self) -> int:
@@ -121,10 +126,11 @@ class JsonlFile(ProblemSource):
         for _, line in jsonl_lines(self.path):
             try:
                 value = _get(json.loads(line), field)
-            except (json.JSONDecodeError, TypeError):
+            except (json.JSONDecodeError, TypeError, RecursionError):
                 continue
-            if isinstance(value, str) and value and (self.images_root / value).is_file():
-                files.append(self.images_root / value)
+            path = self.images_root / value if isinstance(value, str) and value else None
+            if usable_image(path, self._roots, self.allow_outside_images):
+                files.append(path)
         return files
 
     def records(self) -> Iterator[tuple[Where, Any]]:
@@ -219,7 +225,8 @@ class JsonlFile(ProblemSource):
         field = self.mapping.get("image", "image")
         if not isinstance(value, str):
             raise InputError("expected an image file path", file=where.file, row=where.row, field=field)
-        path = self.images_root / value
+        path = check_image_inside(self.images_root / value, value, self._roots, where, field,
+                                  self.allow_outside_images)
         if not path.is_file():
             raise InputError(f"image not found: {path}", file=where.file, row=where.row, field=field)
         return read_image(path, where, field=field)

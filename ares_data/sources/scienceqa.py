@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import InputError
 from .base import ProblemSource, Where, check_choices, check_image_bytes, problem_row, read_image, require
+from .guards import check_image_inside, image_roots, usable_image
 
 META_KEYS = ("task", "topic", "category", "skill", "lecture", "solution")
 SPLIT_ALIASES = {"validation": "val", "dev": "val"}
@@ -39,6 +40,8 @@ def load_json(path: Path) -> Any:
         raise InputError(
             f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}", file=str(path)
         ) from exc
+    except RecursionError:
+        raise InputError("JSON nested too deeply to read", file=str(path)) from None
 
 
 def scienceqa_row(
@@ -79,8 +82,10 @@ class ScienceQAFiles(ProblemSource):
 
     source = "scienceqa"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, allow_outside_images: bool = False) -> None:
         self.root = root
+        self.allow_outside_images = allow_outside_images  # else images only from inside `root`
+        self._roots = image_roots(root)
         self.problems_file = root / "problems.json"
         problems = load_json(self.problems_file)
         if not isinstance(problems, dict):
@@ -107,7 +112,8 @@ class ScienceQAFiles(ProblemSource):
                         self.subsets.setdefault(str(pid), set()).add(split)
 
     def params(self) -> dict[str, Any]:
-        return {"path": str(self.root.resolve()), "layout": "official"}
+        return {"path": str(self.root.resolve()), "layout": "official",
+                **({"allow_outside_images": True} if self.allow_outside_images else {})}
 
     def _split(self, pid: str, rec: Any) -> str | None:
         if pid in self.split_of:
@@ -133,7 +139,7 @@ class ScienceQAFiles(ProblemSource):
         for pid, rec in self.problems.items():
             if isinstance(rec, dict) and isinstance(rec.get("image"), str) and rec["image"]:
                 path = self._image_path(pid, self._split(pid, rec), rec["image"])
-                if path is not None:
+                if usable_image(path, self._roots, self.allow_outside_images):
                     files.append(path)
         return files
 
@@ -166,6 +172,7 @@ class ScienceQAFiles(ProblemSource):
                     row=pid,
                     field="image",
                 )
+            check_image_inside(path, name, self._roots, where, "image", self.allow_outside_images)
             image = read_image(path, where)
         return scienceqa_row(pid, where.split, raw, where, image)
 
@@ -275,16 +282,17 @@ class ScienceQAParquet(ProblemSource):
         return scienceqa_row(f"{where.split}-{where.row}", str(where.split), raw, where, image)
 
 
-def open_scienceqa(path: Path) -> ScienceQAFiles | ScienceQAParquet:
-    """The right reader for `path`: the official folder (has problems.json) or HF parquet files."""
+def open_scienceqa(path: Path, *, allow_outside_images: bool = False) -> ScienceQAFiles | ScienceQAParquet:
+    """The right reader for `path`: the official folder (has problems.json) or HF parquet files.
+    `allow_outside_images`: let the official layout read image paths that leave its folder."""
     if not path.exists():
         raise InputError("no such file or folder", file=str(path))
     if path.is_dir():
         for folder in (path, path / "scienceqa", path / "data" / "scienceqa"):  # also the repo's root
             if (folder / "problems.json").exists():
-                return ScienceQAFiles(folder)
+                return ScienceQAFiles(folder, allow_outside_images=allow_outside_images)
     elif path.name == "problems.json":  # the official folder's main file: read the folder
-        return ScienceQAFiles(path.parent)
+        return ScienceQAFiles(path.parent, allow_outside_images=allow_outside_images)
     elif path.suffix.lower() != ".parquet":
         raise InputError(
             "not a ScienceQA folder or Parquet file",
