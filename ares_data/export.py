@@ -3,7 +3,9 @@
 - `export_sft(corrections)`: corrected rationales as TRL prompt/completion records (kind `sft`), or as
   conversational `messages` (kind `sft-chat`), with the problem image in `images`.
 - `export_prm(scores, threshold)`: TRL stepwise supervision (kind `prm`): `prompt`, `completions` (the
-  sentences), `labels` (score >= threshold), plus the raw `scores`.
+  sentences), `labels` (score >= threshold), plus the raw `scores`. Text only: TRL's PRMTrainer tokenizes
+  `prompt` as a string and has no vision path, so problem images are left out, and the manifest says so
+  (`images_left_out`: how many rows had one, and why).
 - `export_dpo(scores, pair_by)`: one preference pair per problem (kind `dpo`): `prompt`, `chosen`,
   `rejected`, `images`, from the highest vs lowest mean sentence score, or a correct vs an incorrect
   final answer.
@@ -191,14 +193,26 @@ def export_prm(store: Store, ref: str, name: str, *, threshold: float = 0.5) -> 
     prompts = _Prompts(problems)
     counts: dict[str, int] = defaultdict(int)
     params = {"export": "prm", "threshold": threshold}
-    with store.writer(name, "prm", parents=[source], params=params) as w:
+    extra: dict[str, Any] = {}
+    with_image = pa.array([pid for pid, p in problems.items() if _images(p)], pa.string())
+    left_out = 0
+    with store.writer(name, "prm", parents=[source], params=params, extra=extra) as w:
         out = Rebatch(w, w.batch_size)  # the batch size the row-by-row writes would use
         for batch in read_table(source, _SCORE_COLS).to_batches(max_chunksize=BATCH_ROWS):
-            out.add(_prm_batch(batch, problems, prompts, threshold, counts))
+            rows = _prm_batch(batch, problems, prompts, threshold, counts)
+            left_out += pc.sum(pc.is_in(rows["problem_id"], value_set=with_image)).as_py() or 0
+            out.add(rows)
         out.flush()
         for key, n in counts.items():
             w.count(key, n)
+        if left_out:  # read by the writer when it publishes, after this block
+            extra["images_left_out"] = {"rows": left_out, "why": PRM_IMAGES_WHY}
     return w.result
+
+
+PRM_IMAGES_WHY = ("TRL's PRMTrainer is text-only (it tokenizes `prompt` as a string and drops every other "
+                  "column), so a prm export carries no images; they stay in the problems parent, joined "
+                  "on problem_id")
 
 
 _SCORE_COLS = ["rationale_id", "problem_id", "sentences", "scores", "status"]
@@ -349,6 +363,9 @@ def _texts(rats: pa.Table, positions: np.ndarray) -> list[str | None]:
 
 def summary(version: Version) -> dict[str, Any]:
     """What the CLI prints after an export."""
-    return {"ref": version.ref, "kind": version.kind, "rows": version.manifest["rows"],
-            "counts": version.manifest.get("counts", {}), "reused": version.reused,
-            "params": version.manifest.get("params", {})}
+    out = {"ref": version.ref, "kind": version.kind, "rows": version.manifest["rows"],
+           "counts": version.manifest.get("counts", {}), "reused": version.reused,
+           "params": version.manifest.get("params", {})}
+    if "images_left_out" in version.manifest:
+        out["images_left_out"] = version.manifest["images_left_out"]
+    return out

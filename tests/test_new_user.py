@@ -198,3 +198,26 @@ def test_ingest_scienceqa_of_a_jsonl_file_says_what_it_expects(tmp_path: Path, s
     assert "problems.json" in msg and "ares-data ingest jsonl" in msg and "cannot tell the split" not in msg
     res = data(["ingest", "scienceqa", SAMPLE_DIR / "problems.json", "-o", "sqa", "--json"])
     assert res.exit_code == 0 and res.json()["rows"] == 60, res.output  # its folder is read
+
+
+def test_export_prm_says_it_leaves_the_problem_images_out(tmp_path: Path, store_dir: Path) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), "green").save(tmp_path / "leaf.png")
+    f = _jsonl(tmp_path / "q.jsonl", [
+        {"problem_id": "p1", "question": "Which gas?", "choices": ["O2", "CO2"], "answer": "B",
+         "image": "leaf.png"},
+        {"problem_id": "p2", "question": "3 + 4?", "choices": ["6", "7"], "answer": "b"},
+    ])
+    _ingest_jsonl(f, "sqa")
+    r = _jsonl(tmp_path / "r.jsonl", [{"problem_id": p, "text": "So the answer is 7."} for p in ("p1", "p2")])
+    assert data(["import-rationales", r, "--problems", "sqa", "-o", "rats"]).exit_code == 0
+    assert data(["score", "rats", "--teacher", "reference"]).exit_code == 0
+    res = data(["export", "prm", "rats-scores", "-o", "prm"])
+    assert res.exit_code == 0, res.output
+    note = "note: 1 rows have a problem image, not exported: TRL's PRMTrainer is text-only"
+    assert note in _flat(res.stdout)
+    prm = Store(store_dir).resolve("prm")
+    left_out = prm.manifest["images_left_out"]
+    assert left_out["rows"] == 1 and "text-only" in left_out["why"]
+    assert "images" not in load_from_disk(str(prm.path)).column_names

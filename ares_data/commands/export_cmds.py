@@ -40,9 +40,13 @@ def _done(version: object, as_json: bool) -> None:
         emit_json(summary(version))
         return
     console().print(published_message(version))
-    counts = summary(version)["counts"]
-    if counts:
-        console().print("skipped: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    out = summary(version)
+    if out["counts"]:
+        console().print("skipped: " + ", ".join(f"{k}={v}" for k, v in sorted(out["counts"].items())))
+    if "images_left_out" in out:
+        left = out["images_left_out"]
+        console().print(f"note: {left['rows']} rows have a problem image, not exported: {left['why']}",
+                        markup=False, highlight=False)
 
 
 @export_app.command("sft")
@@ -76,6 +80,7 @@ def prm_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Sentence scores as TRL stepwise supervision (prompt, completions, labels) for PRM training.
+    Text only (TRL's PRMTrainer has no vision path): problem images are left out, and the manifest says so.
 
     Example: ares-data export prm rats-scores -o prm --threshold 0.5"""
     from ..export import export_prm
