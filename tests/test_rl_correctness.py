@@ -236,3 +236,27 @@ def test_a_sentence_ending_in_an_invalid_byte_is_rewarded_on_that_token() -> Non
     aligned = align_sentence_rewards(tok, text, sentences, [1.0, 0.5], token_ids=ids)
     assert aligned.end_tokens[0] == ids.index(bad)
     assert aligned.rewards[ids.index(bad)] == pytest.approx(0.5)
+
+
+def test_a_gathered_state_dict_is_what_gets_saved(text_model: Path, tmp_path: Path) -> None:
+    """Under FSDP / DeepSpeed the module's own parameters are shards; the save writes the gathered full
+    state dict passed to it (the wrapper's keys split by prefix), never the module's shards."""
+    from ares_train.checkpoint import save_model
+    from ares_train.modeling import load_policy
+    from ares_train.ppo.run import _part
+    from ares_train.ppo.value import ValueModel
+
+    policy = load_policy(text_model, trainable=True)
+    value = ValueModel.from_causal_lm(load_policy(text_model, trainable=True).model)
+    full = {f"policy.{k}": v + 1.0 for k, v in policy.model.state_dict().items()}
+    full.update({f"value_model.{k}": v - 1.0 for k, v in value.state_dict().items()})
+    save_model(policy.model, tmp_path / "p", state_dict=_part(full, "policy."))
+    value.save(tmp_path / "v", state_dict=_part(full, "value_model."))
+    saved = _weights(tmp_path / "p")
+    for k, v in policy.model.state_dict().items():
+        if k in saved:
+            assert torch.equal(saved[k], v + 1.0)
+    loaded = ValueModel.load(tmp_path / "v")
+    assert torch.equal(loaded.score.weight, value.score.weight - 1.0)
+    for k, v in value.backbone.state_dict().items():
+        assert torch.equal(loaded.backbone.state_dict()[k], v - 1.0)
