@@ -17,7 +17,7 @@ the same parameters reuses the published version without generating anything.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +47,20 @@ class RolloutConfig(BaseConfig):
     drop_repeats: bool = opt(False, "Leave repeated sentences out of `sentences` (listed as dropped).")
     dtype: str = opt("auto", "Weights dtype: auto (as stored), float32, bfloat16, float16.")
     device: str = opt("", "Device (default: cuda when available, else cpu).")
+    engine: str = opt("transformers", "Who samples: transformers (model.generate in this process) or server "
+                      "(an OpenAI-compatible completions endpoint: --base-url, or --serve-cmd to start one).")
+    base_url: str = opt("", "engine server: the endpoint, e.g. http://localhost:8000/v1.")
+    served_model: str = opt("", "engine server: the model id to request (default: the only one listed).")
+    serve_cmd: str = opt("", "engine server: start this engine on the checkpoint for the rollout, e.g. "
+                         "'vllm serve {model} --port {port}' ({model}: a copy with a pinned "
+                         "generation_config; {port}: a free port); it is stopped afterwards.")
+    concurrency: int = opt(8, "engine server: requests in flight.")
+    request_timeout: float = opt(600.0, "engine server: seconds per request attempt.")
+    max_attempts: int = opt(3, "engine server: attempts per request (connection errors, 429, 5xx).")
+    startup_timeout: float = opt(600.0, "engine server: seconds --serve-cmd may take to answer /v1/models.")
+    log: str = opt("", "engine server: append one JSON line per request attempt to this file.")
+    allow_off_policy: bool = opt(False, "engine server: accept a server that cannot pin the sampling "
+                                 "distribution or serves another model (recorded; ppo refuses such rows).")
 
     def validate(self) -> list[str]:
         for name in ("model", "problems", "output"):
@@ -58,6 +72,7 @@ class RolloutConfig(BaseConfig):
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             raise ConfigError(f"temperature must be >= 0 and top_p in (0, 1] (got {self.temperature}, "
                               f"{self.top_p})")
+        self._validate_engine()
         warnings = []
         if self.temperature == 0 and self.k > 1:
             warnings.append(f"temperature 0 is greedy: all {self.k} samples per problem will be identical; "
@@ -66,6 +81,17 @@ class RolloutConfig(BaseConfig):
             warnings.append("top_p < 1 or temperature 0 is not the distribution PPO scores: `ares-train ppo` "
                             "refuses these rationales unless --allow-off-policy")
         return warnings
+
+    def _validate_engine(self) -> None:
+        if self.engine not in ("transformers", "server"):
+            raise ConfigError(f"unknown engine {self.engine!r}: use transformers or server")
+        server = bool(self.base_url or self.serve_cmd)
+        if self.engine == "transformers" and server:
+            raise ConfigError("--base-url / --serve-cmd sample through a server", hint="add --engine server")
+        if self.engine == "server" and bool(self.base_url) == bool(self.serve_cmd):
+            raise ConfigError("--engine server needs exactly one of --base-url URL and --serve-cmd CMD")
+        if self.concurrency < 1 or self.max_attempts < 1:
+            raise ConfigError("concurrency and max_attempts must be >= 1")
 
     def generation_params(self, stop_token_ids: list[int] | None = None) -> dict[str, Any]:
         """Every sampling parameter (`sampling.sampling_params`) plus seed, batch size and dtype; the rows
@@ -76,6 +102,8 @@ class RolloutConfig(BaseConfig):
                                  top_p=self.top_p)
         if stop_token_ids is None:
             params.pop("stop_token_ids")
+        if self.engine == "server":
+            return {**params, "engine": "server", "seed": self.seed}
         return {**params, "engine": "transformers", "seed": self.seed, "batch_size": self.batch_size,
                 "dtype": self.dtype}
 
@@ -177,16 +205,30 @@ def run_rollout(store: Store, cfg: RolloutConfig, *, progress: Progress | None =
     if found is not None:
         found.reused = True
         return found
+    if cfg.engine == "server":
+        from .serving.session import publish_server_rollout
+
+        return publish_server_rollout(store, cfg, problems, fingerprint, params, progress=progress,
+                                      command=command)
     import torch
 
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     policy = load_policy(cfg.model, dtype=cfg.dtype, device=device)
     rows = select_problems(problems, cfg.split, cfg.limit, with_images=policy.is_vlm)
-    extra = {"generator": cfg.model, "generator_fingerprint": fingerprint}
+    return publish_rows(store, cfg, problems, params, generate_rows(policy, rows, cfg, fingerprint, progress),
+                        len(rows), fingerprint, command=command)
+
+
+def publish_rows(store: Store, cfg: RolloutConfig, problems: Version, params: dict[str, Any],
+                 rows: Iterable[dict[str, Any]], n_problems: int, fingerprint: str, *,
+                 extra: dict[str, Any] | None = None, counts: dict[str, int] | None = None,
+                 command: list[str] | None = None) -> Version:
+    """Write the rows (streaming) and publish the rationales version atomically."""
+    extra = {"generator": cfg.model, "generator_fingerprint": fingerprint, **(extra or {})}
     with store.writer(cfg.output, "rationales", parents=[problems], params=params, extra=extra,
                       command=command) as w:
-        w.counts.update({"problems": len(rows), "empty": 0, "sentences": 0})
-        for row in generate_rows(policy, rows, cfg, fingerprint, progress):
+        w.counts.update({"problems": n_problems, "empty": 0, "sentences": 0, **(counts or {})})
+        for row in rows:
             w.write(row)
             w.count("sentences", len(row["sentences"]))
             if not row["text"].strip():

@@ -34,9 +34,9 @@ NEUTRAL: dict[str, Any] = {
 # Other spellings of "off" (vLLM: top_k=-1; unset fields are None).
 _ALSO_OFF: dict[str, set[Any]] = {"top_k": {-1}}
 # GenerationConfig fields with no neutral non-None value: they must stay unset.
-_UNSET = ("sequence_bias", "bad_words_ids", "suppress_tokens", "begin_suppress_tokens", "forced_bos_token_id",
-          "forced_eos_token_id", "exponential_decay_length_penalty", "guidance_scale", "watermarking_config",
-          "top_h", "min_p")
+UNSET_FIELDS = ("sequence_bias", "bad_words_ids", "suppress_tokens", "begin_suppress_tokens",
+                "forced_bos_token_id", "forced_eos_token_id", "exponential_decay_length_penalty",
+                "guidance_scale", "watermarking_config", "top_h", "min_p")
 _IDS = ("eos_token_id", "pad_token_id", "bos_token_id", "decoder_start_token_id")
 REQUIRED = ("do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "stop_token_ids")
 
@@ -48,7 +48,7 @@ def sampling_params(temperature: float, max_new_tokens: int, stop_token_ids: lis
             "max_new_tokens": max_new_tokens, "stop_token_ids": sorted(int(i) for i in stop_token_ids)}
 
 
-def _is_off(name: str, value: Any) -> bool:
+def is_off(name: str, value: Any) -> bool:
     return value is None or value == NEUTRAL[name] or value in _ALSO_OFF.get(name, set())
 
 
@@ -62,8 +62,8 @@ def differences(params: dict[str, Any]) -> list[str]:
     temperature = params.get("temperature")
     if not params.get("do_sample") or not isinstance(temperature, (int, float)) or temperature <= 0:
         out.append(f"greedy decoding (do_sample={params.get('do_sample')}, temperature={temperature})")
-    out += [f"{k}={params[k]}" for k in NEUTRAL if k in params and not _is_off(k, params[k])]
-    return out
+    out += [f"{k}={params[k]}" for k in NEUTRAL if k in params and not is_off(k, params[k])]
+    return out + [f"{k}={params[k]}" for k in UNSET_FIELDS if k != "min_p" and params.get(k) is not None]
 
 
 def stop_token_ids(policy: Any) -> list[int]:
@@ -93,7 +93,7 @@ def generation_config(policy: Any, *, temperature: float, max_new_tokens: int, t
                   encoder_repetition_penalty=1.0, encoder_no_repeat_ngram_size=0, renormalize_logits=False,
                   remove_invalid_values=False)
     cfg = GenerationConfig(**{k: v for k, v in ids.items() if v is not None}, **values)
-    for name in _UNSET:
+    for name in UNSET_FIELDS:
         setattr(cfg, name, None)
     return cfg
 

@@ -36,6 +36,16 @@ def rollout_cmd(
     drop_repeats: Annotated[Optional[bool], _o("drop_repeats", "--drop-repeats/--keep-repeats")] = None,
     dtype: Annotated[Optional[str], _o("dtype")] = None,
     device: Annotated[Optional[str], _o("device")] = None,
+    engine: Annotated[Optional[str], _o("engine")] = None,
+    base_url: Annotated[Optional[str], _o("base_url")] = None,
+    served_model: Annotated[Optional[str], _o("served_model")] = None,
+    serve_cmd: Annotated[Optional[str], _o("serve_cmd")] = None,
+    concurrency: Annotated[Optional[int], _o("concurrency")] = None,
+    request_timeout: Annotated[Optional[float], _o("request_timeout")] = None,
+    max_attempts: Annotated[Optional[int], _o("max_attempts")] = None,
+    startup_timeout: Annotated[Optional[float], _o("startup_timeout")] = None,
+    log: Annotated[Optional[str], _o("log")] = None,
+    allow_off_policy: Annotated[Optional[bool], _o("allow_off_policy", "--allow-off-policy")] = None,
     config: ConfigOpt = None,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
@@ -43,6 +53,11 @@ def rollout_cmd(
     """Sample --k rationales per problem with a policy (text LM or VLM), segment them into sentences and
     publish a rationales dataset recording the generator, its weights fingerprint, the sampling parameters,
     the prompt and the generated token ids. The same checkpoint, problems and settings reuse the version.
+
+    Sampling is plain softmax(logits / T) (no top-k/top-p/penalties, whatever the model's generation_config
+    says), the distribution `ares-train ppo` scores. With --engine server it goes through an OpenAI-compatible
+    completions endpoint (vLLM, transformers serve): --base-url URL, or --serve-cmd "vllm serve {model}
+    --port {port}" to start the engine on the checkpoint for the rollout and stop it afterwards.
 
     Example: ares-train rollout --model ./policy --problems sqa --k 4 --max-new-tokens 256 -o rats"""
     overrides = {k_: v for k_, v in locals().items() if k_ not in ("config", "store", "as_json")}

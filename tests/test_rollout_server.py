@@ -1,0 +1,176 @@
+"""`ares-train rollout --engine server` against a real OpenAI-compatible server: `transformers serve` on a
+tiny model built in-process (needs fastapi + uvicorn, in the dev extra), via --base-url and --serve-cmd."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import data, train
+
+pytest.importorskip("torch")
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+
+from ares_data.store import Store  # noqa: E402
+from ares_train.modeling import load_policy  # noqa: E402
+from ares_train.prompting import render_prompt  # noqa: E402
+from ares_train.rollout import response_text  # noqa: E402
+from ares_train.sampling import differences  # noqa: E402
+from ares_train.serving.launch import free_port, stop, wait_ready  # noqa: E402
+from ares_train.tiny import build_tiny_text_model  # noqa: E402
+
+SERVE = "transformers serve {model} --port {port} --device cpu"
+
+
+def start_server(model: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(SERVE.format(model=model, port=port).split(), stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/v1"
+    wait_ready(proc, url, log, 300)
+    return proc, url
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from ares_data.sample import SAMPLE_DIR
+
+    root = tmp_path_factory.mktemp("server")
+    r = data(["--store", root / "store", "ingest", "scienceqa", SAMPLE_DIR, "-o", "sqa"])
+    assert r.exit_code == 0, r.output
+    model = build_tiny_text_model(root / "policy", hidden_size=32)
+    gen = model / "generation_config.json"  # defaults an engine would apply: the rollout must override them
+    gen.write_text(json.dumps({**json.loads(gen.read_text()), "do_sample": True, "top_k": 50,
+                               "repetition_penalty": 1.3, "top_p": 0.9}))
+    proc, url = start_server(model, root / "serve.log")
+    yield {"root": root, "store": root / "store", "model": model, "url": url, "proc": proc}
+    stop(proc)
+
+
+def rollout(env: dict[str, Any], out: str, *extra: Any) -> Any:
+    return train(["--store", env["store"], "rollout", "--model", env["model"], "--problems", "sqa", "-o", out,
+                  "--k", 2, "--limit", 3, "--max-new-tokens", 8, "--engine", "server", "--json", *extra])
+
+
+def check_rows(env: dict[str, Any], ref: str) -> list[dict[str, Any]]:
+    """Rows as the in-process path builds them: its prompt, ids that decode to the text, plain sampling."""
+    store = Store(env["store"])
+    policy = load_policy(env["model"])
+    problems = {p["problem_id"]: p for p in store.resolve("sqa").load()}
+    rows = list(store.resolve(ref).load())
+    assert len(rows) == 6 and sorted(r["sample_index"] for r in rows) == [0, 0, 0, 1, 1, 1]
+    for row in rows:
+        params = json.loads(row["generation_params"])
+        stops = set(params["stop_token_ids"])
+        assert differences(params) == [] and params["engine"] == "server"
+        assert row["prompt"] == render_prompt(policy, problems[row["problem_id"]])
+        ids = row["token_ids"]
+        assert row["text"] == response_text(policy.tokenizer, ids, stops)
+        body = ids[:-1] if ids[-1] in stops else ids
+        assert body == policy.tokenizer(row["text"], add_special_tokens=False)["input_ids"]  # re-tokenized
+        server = params["server"]
+        assert server["prompt"] == "text" and server["token_ids"] == "retokenized" and server["n"] is False
+        assert server["generation_config_field"] is True and "top_k" in server["dropped"]
+    return rows
+
+
+def scores_for(store: Store, rat: Any, name: str) -> Any:
+    rows = [{"rationale_id": r["rationale_id"], "problem_id": r["problem_id"],
+             "sentences": [s["text"] for s in r["sentences"]],
+             "scores": [0.9 if i % 2 else 0.1 for i, _ in enumerate(r["sentences"])], "status": "ok",
+             "error": "", "raw_response": "", "teacher": "test", "prompt_sha": "", "input_tokens": 0,
+             "output_tokens": 0, "cost_usd": 0.0, "attempts": 1, "cached": False} for r in rat.load()]
+    return store.publish(name, "scores", rows, parents=[rat])
+
+
+def test_base_url_rollout_then_ppo_then_a_dying_server(env: dict[str, Any], tmp_path: Path) -> None:
+    log = tmp_path / "requests.jsonl"
+    r = rollout(env, "srv", "--base-url", env["url"], "--log", log, "--concurrency", 2)
+    assert r.exit_code == 0, r.output
+    out = r.json()
+    assert out["rows"] == 6 and out["counts"]["requests"] == 6  # n ignored by this server: k requests
+    check_rows(env, out["ref"])
+    server = json.loads((Path(out["path"]) / "manifest.json").read_text())["server"]
+    assert server["base_url"] == env["url"] and server["model"] == str(env["model"])
+    events = [json.loads(line)["event"] for line in log.read_text().splitlines()]
+    assert events.count("reply") == 7 and "rejected" in events  # models + 6 completions; adapting
+
+    # ppo trains on the result unchanged
+    from ares_train.ppo.run import PPORunConfig, run_ppo
+
+    store = Store(env["store"])
+    rat = store.resolve(out["ref"])
+    sc = scores_for(store, rat, "srv-scores")
+    res = run_ppo(PPORunConfig(model=str(env["model"]), rationales=rat.ref, scores=sc.ref,
+                               output_dir=str(tmp_path / "ppo"), ppo_epochs=1, mini_batch_size=2), store)
+    assert res.counts["used"] == 6 and (tmp_path / "ppo" / "ares-checkpoint.json").is_file()
+
+    # the server dies mid-rollout: a clear error, nothing published
+    log2 = tmp_path / "dying.jsonl"
+    killer = threading.Thread(target=_kill_after_first_reply, args=(env["proc"], log2), daemon=True)
+    killer.start()
+    r = rollout(env, "dies", "--base-url", env["url"], "--log", log2, "--concurrency", 1, "--max-attempts", 2,
+                "--limit", 6)
+    killer.join()
+    assert r.exit_code == 1 and "stopped answering after 2 attempts" in r.stderr, r.output
+    assert not (env["store"] / "dies").exists()
+
+
+def _kill_after_first_reply(proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if log.exists() and log.read_text().count('"event": "reply"') >= 3:  # models, negotiate, one more
+            break
+        time.sleep(0.05)
+    stop(proc, 5)
+
+
+def test_serve_cmd_starts_verifies_and_stops_the_engine(env: dict[str, Any]) -> None:
+    r = rollout(env, "cmd", "--serve-cmd", SERVE, "--startup-timeout", 300)
+    assert r.exit_code == 0, r.output
+    out = r.json()
+    check_rows(env, out["ref"])
+    server = json.loads((Path(out["path"]) / "manifest.json").read_text())["server"]
+    folder = Path(server["model"])
+    assert server["serve_cmd"][:3] == ["transformers", "serve", str(folder)]
+    assert server["pinned_generation_config"] is True
+    assert folder.name == env["model"].name and not folder.parent.exists()  # the pinned view is cleaned up
+    assert not _processes_mentioning(str(folder.parent))  # the engine is gone
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(int(pid))
+    return found
+
+
+def test_server_options_and_errors(env: dict[str, Any]) -> None:
+    r = train(["rollout", "--help"])
+    assert r.exit_code == 0 and "--engine" in r.stdout and "--serve-cmd" in r.stdout
+    r = rollout(env, "x")
+    assert r.exit_code != 0 and "exactly one of --base-url URL and --serve-cmd CMD" in r.stderr
+    r = train(["--store", env["store"], "rollout", "--model", env["model"], "--problems", "sqa", "-o", "x",
+               "--base-url", "http://127.0.0.1:9/v1"])
+    assert r.exit_code != 0 and "add --engine server" in r.stderr
+    r = rollout(env, "x", "--serve-cmd", "transformers serve --port {port}")
+    assert r.exit_code != 0 and "must contain {model} and {port}" in r.stderr
+    r = rollout(env, "x", "--base-url", f"http://127.0.0.1:{free_port()}/v1", "--max-attempts", 1)
+    assert r.exit_code == 1 and "stopped answering after 1 attempts" in r.stderr
+    r = rollout(env, "x", "--serve-cmd", "python -c 'import sys; sys.exit(3)' {model} {port}")
+    assert r.exit_code == 1 and "exited with code 3 before answering" in r.stderr
+    assert not (env["store"] / "x").exists()
