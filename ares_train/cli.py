@@ -14,6 +14,7 @@ COMMAND_MODULES: list[str] = [
     "rollout_cmd",
     "sft_cmd",
     "ppo_cmd",
+    "grpo_cmd",
     "eval_cmd",
     "loop_cmds",
 ]

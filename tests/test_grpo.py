@@ -145,7 +145,7 @@ def test_micro_batches_weighted_by_tokens_add_up_to_the_mini_batch() -> None:
     lengths, mask, new, old, ref, adv = _batch(seed=9)
     whole = grpo_loss(new, old, ref, adv, mask).loss
     tokens = float(mask.sum())
-    parts = [grpo_loss(new[s], old[s], ref[s], adv[s], mask[s], tokens=tokens).loss
+    parts = [grpo_loss(new[s], old[s], ref[s], adv[s], mask[s], n_tokens=tokens).loss
              for s in (slice(0, 1), slice(1, 4))]  # 5 and 9 tokens: a per-sequence weighting would differ
     assert sum(parts).item() == pytest.approx(whole.item(), abs=1e-12)
 
@@ -157,3 +157,108 @@ def test_kl_term_is_k3_and_zero_at_the_reference() -> None:
     out = grpo_loss(new, old, ref, torch.zeros_like(adv), mask, kl_coef=1.0)
     log_r = (ref - new.detach())[mask]
     assert out.loss.item() == pytest.approx((log_r.exp() - log_r - 1).mean().item(), abs=1e-12)
+
+
+# ---- settings and the command line --------------------------------------------------------------------
+def test_grpo_settings_are_ppo_settings_without_the_critic() -> None:
+    import dataclasses
+
+    from ares_train.ppo.grpo_config import GRPORunConfig
+    from ares_train.ppo.run import PPORunConfig
+
+    grpo = {f.name: f for f in dataclasses.fields(GRPORunConfig)}
+    ppo = {f.name: f for f in dataclasses.fields(PPORunConfig)}
+    for name in ("value_model", "vf_coef", "cliprange_value", "gamma", "lam", "kl_estimator", "neutral_score"):
+        assert name in ppo and name not in grpo, name
+    for name in ("model", "rationales", "ref_model", "lora_r", "ppo_epochs", "micro_batch_size", "lr"):
+        assert grpo[name].default == ppo[name].default, name
+    for name, f in grpo.items():  # a setting of the value model would say so
+        assert "value" not in f.metadata["help"].lower(), name
+    cfg = GRPORunConfig(model="m", rationales="r", scores="s", output_dir="o", lr=3e-4, lora_r=4)
+    ppo_cfg = cfg.as_ppo()
+    assert (ppo_cfg.lr, ppo_cfg.lora_r, ppo_cfg.kl_coef, ppo_cfg.kl_estimator) == (3e-4, 4, 0.04, "k3")
+
+
+def test_grpo_help_and_config_errors(tmp_path) -> None:
+    from tests.helpers import train
+
+    res = train(["grpo", "--help"])
+    assert res.exit_code == 0, res.output
+    for flag in ("--advantage", "--scale-rewards", "--kl-coef", "--lora-r", "--ref-model", "--allow-off-policy",
+                 "--config", "--json"):
+        assert flag in res.stdout, flag
+    for flag in ("--value-model", "--neutral-score", "--reward-level"):
+        assert flag not in res.stdout, flag
+    assert "k3 KL" in res.stdout and "DeepSeekMath" in res.stdout
+    cfg = tmp_path / "grpo.toml"
+    cfg.write_text("[grpo]\nvf_coef = 0.1\n")
+    res = train(["grpo", "--config", cfg])
+    assert res.exit_code != 0 and "unknown key 'vf_coef'" in res.stderr
+    res = train(["grpo", "--model", "m", "--rationales", "r", "--scores", "s", "-o", tmp_path / "o",
+                 "--advantage", "sequence"])
+    assert res.exit_code != 0 and "advantage must be one of process, outcome" in res.stderr
+    res = train(["grpo", "--model", "m", "--rationales", "r", "--scores", "s", "-o", tmp_path / "o",
+                 "--scale-rewards", "batch"])
+    assert res.exit_code != 0 and "scale_rewards must be one of group, none" in res.stderr
+    assert not (tmp_path / "o").exists()
+
+
+# ---- real runs on a tiny model -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def text_model(tmp_path_factory: pytest.TempPathFactory):
+    from ares_train.tiny import build_tiny_text_model
+
+    return build_tiny_text_model(tmp_path_factory.mktemp("grpo-text") / "model")
+
+
+def _round_with_a_constant_group(store_dir, model):
+    """publish_round's 8 rationales of 4 problems (one score failed), re-scored so that problem p1's two
+    rationales score 0.5 on every sentence: a constant group."""
+    from ares_data.store import Store
+    from tests.ppo_fixtures import publish_round
+
+    store = Store(store_dir)
+    rat, sc = publish_round(store, model)
+    rows = [dict(r) for r in sc.load()]
+    for r in rows:
+        if r["problem_id"] == "p1":
+            r["scores"] = [0.5] * len(r["scores"])
+    return rat, store.publish("r-scores-const", "scores", rows, parents=[rat])
+
+
+def _grpo(model, rat: str, sc: str, out, *extra: str):
+    from tests.helpers import train
+
+    return train(["grpo", "--model", model, "--rationales", rat, "--scores", sc, "-o", out, "--ppo-epochs", "2",
+                  "--mini-batch-size", "4", "--lr", "1e-3", "--json", *extra])
+
+
+def _weights(path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return {k: v for f in sorted(path.glob("*.safetensors")) for k, v in load_file(str(f)).items()}
+
+
+def test_grpo_trains_logs_and_saves_without_a_value_model(store_dir, text_model, tmp_path) -> None:
+    import json
+
+    rat, sc = _round_with_a_constant_group(store_dir, text_model)
+    out = tmp_path / "out"
+    res = _grpo(text_model, rat.ref, sc.ref, out, "--micro-batch-size", "2")
+    assert res.exit_code == 0, res.output
+    summary = res.json()
+    counts = summary["counts"]
+    assert (counts["rows"], counts["scores_failed"], counts["groups"]) == (8, 1, 4)
+    assert (counts["constant_groups"], counts["constant_group_rollouts"], counts["used"]) == (1, 2, 5)
+    log = [json.loads(line) for line in (out / "grpo_log.jsonl").read_text().splitlines()]
+    assert len(log) == 2 and summary["steps"] == 4  # 5 rollouts: 2 mini-batches x 2 epochs
+    for key in ("loss/total", "loss/policy", "loss/kl", "objective/kl_current", "policy/clipfrac"):
+        assert all(math.isfinite(entry[key]) for entry in log), key
+    assert not any(k.startswith(("loss/value", "val/")) for k in log[0])
+    assert log[1]["objective/kl_current"] > 0  # the policy moved away from the reference
+    before, after = _weights(text_model), _weights(out)
+    assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
+    manifest = json.loads((out / "ares-checkpoint.json").read_text())
+    assert manifest["stage"] == "grpo" and manifest["params"]["advantage"] == "process"
+    assert "vf_coef" not in manifest["params"] and manifest["counts"]["constant_groups"] == 1
+    assert not (out / "value").exists() and not (out / "checkpoint").exists()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -74,6 +74,11 @@ def ppo_cmd(
     print_warnings(warnings)
     with progress_bar("ppo", enabled=not as_json) as progress:
         result = run_ppo(cfg, get_store(store), on_step=progress)
+    render_result(result, as_json, "PPO")
+
+
+def render_result(result: Any, as_json: bool, method: str) -> None:
+    """The summary of a PPO or GRPO run (`PPOResult`): JSON on stdout, or two lines on stderr."""
     last = result.history[-1] if result.history else {}
     summary = {
         "output_dir": str(result.output_dir),
@@ -83,18 +88,22 @@ def ppo_cmd(
         "steps": last.get("step"),
         "final": last,
         "reference": result.reference,
-        "value_model": {"started_from": result.value_start, "saved": str(result.output_dir / "value")},
     }
+    if result.value_start:
+        saved = str(result.output_dir / "value")
+        summary["value_model"] = {"started_from": result.value_start, "saved": saved}
     if as_json:
         emit_json(summary)
         return
     c = result.counts
-    uneven = c.get("uneven_remainder", 0)
+    left_out = [f"{c.get('scores_failed', 0)} with failed scores", f"{c.get('no_score', 0)} unscored"]
+    if c.get("constant_group_rollouts"):
+        left_out.append(f"{c['constant_group_rollouts']} in {c['constant_groups']} groups of equal rewards")
+    if c.get("uneven_remainder"):
+        left_out.append(f"{c['uneven_remainder']} beyond a multiple of the process count")
     err_console().print(
-        f"saved {result.output_dir} after {summary['steps']} PPO steps on {c.get('used', 0)} rollouts "
-        f"({c.get('scores_failed', 0)} with failed scores and {c.get('no_score', 0)} unscored left out"
-        + (f", {uneven} beyond a multiple of the process count" if uneven else "")
-        + "); "
+        f"saved {result.output_dir} after {summary['steps']} {method} steps on {c.get('used', 0)} rollouts "
+        f"({', '.join(left_out)} left out); "
         f"loss {last.get('loss/total', float('nan')):.4f}, "
         f"sentence reward {last.get('reward/sentence', 0):.4f}, "
         f"KL to the reference {last.get('objective/kl_current', 0):.4f}",

@@ -25,7 +25,7 @@ from typing import Protocol
 
 import torch
 
-from .algorithm import kl_per_token
+from .algorithm import clipped_policy_loss, kl_per_token
 
 __all__ = ["ADVANTAGES", "SCALES", "GroupAdvantages", "GroupMember", "GRPOLossOut", "group_advantages",
            "grpo_loss"]
@@ -133,26 +133,22 @@ def grpo_loss(
     *,
     cliprange: float = 0.2,
     kl_coef: float = 0.04,
-    tokens: float | None = None,
+    n_tokens: torch.Tensor | float | None = None,
 ) -> GRPOLossOut:
     """Clipped-ratio policy loss + kl_coef * k3 KL(policy || reference), per token, token-weighted.
 
-    The loss is the sum over the masked tokens divided by `tokens`: the response-token count of the whole
+    The loss is the sum over the masked tokens divided by `n_tokens`: the response-token count of the whole
     mini-batch when micro-batches accumulate into one step (so the step does not depend on the micro-batch
     size), this micro-batch's count by default. The statistics are this micro-batch's per-token means.
     """
     mask_f = mask.to(new_logprobs.dtype)
     count = mask_f.sum().clamp(min=1)
-    diff = new_logprobs - old_logprobs
-    ratio = torch.exp(diff)
-    pg1 = -advantages * ratio
-    pg2 = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
-    pg = torch.max(pg1, pg2)
+    pg, clipped, ratio, diff = clipped_policy_loss(new_logprobs, old_logprobs, advantages, cliprange)
     kl = kl_per_token(new_logprobs, ref_logprobs, "k3")
-    loss = ((pg + kl_coef * kl) * mask_f).sum() / (count if tokens is None else tokens)
+    loss = ((pg + kl_coef * kl) * mask_f).sum() / (count if n_tokens is None else n_tokens)
 
     def mean(x: torch.Tensor) -> torch.Tensor:
         return (x.detach() * mask_f).sum() / count
 
-    return GRPOLossOut(loss=loss, pg_loss=mean(pg), kl=mean(kl), pg_clipfrac=mean((pg2 > pg1).float()),
+    return GRPOLossOut(loss=loss, pg_loss=mean(pg), kl=mean(kl), pg_clipfrac=mean(clipped.float()),
                        approx_kl=mean(0.5 * diff**2), ratio=mean(ratio))

@@ -169,6 +169,24 @@ class PPOResult:
     value_start: str = ""  # what the value model started from
 
 
+@dataclass(frozen=True)
+class RLMethod:
+    """What an RL method sharing this run code sets: PPO (`ppo_method`) or GRPO (`ppo.grpo_run`)."""
+
+    stage: str  # the manifest's stage; the log is OUTDIR/<stage>_log.jsonl
+    settings: Any  # the user's config: written to the manifest, and the key a resumed checkpoint must match
+    make_trainer: Callable[..., Any]  # (cfg, outdir, policy, data, collate_fn, on_step) -> trainer
+    critic: bool = True  # a value model is trained and written to OUTDIR/value
+
+    @property
+    def log_file(self) -> str:
+        return f"{self.stage}_log.jsonl"
+
+
+def ppo_method(cfg: PPORunConfig) -> RLMethod:
+    return RLMethod("ppo", cfg, _make_trainer)
+
+
 def _same_model(a: str, b: str) -> bool:
     def norm(x: str) -> str:
         path = Path(x).expanduser()
@@ -276,7 +294,10 @@ def ppo_config(cfg: PPORunConfig, outdir: Path) -> Any:
 
 
 def build_trainer(
-    cfg: PPORunConfig, store: Store | None = None, on_step: Callable[[int, int], None] | None = None
+    cfg: PPORunConfig,
+    store: Store | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+    method: RLMethod | None = None,
 ) -> tuple[Any, Any, Any, list[Any]]:
     """Load models + rollouts and set up the trainer -> (trainer, policy, rollouts, [rationales, scores])."""
     from ..deps import require_train_extra
@@ -317,7 +338,7 @@ def build_trainer(
 
     with warnings.catch_warnings():  # TRL/transformers' own deprecation notices on gradient checkpointing
         warnings.simplefilter("ignore", FutureWarning)
-        trainer = _make_trainer(cfg, outdir, policy, data, collate_fn, on_step)
+        trainer = (method or ppo_method(cfg)).make_trainer(cfg, outdir, policy, data, collate_fn, on_step)
     if trainer.left_out:  # rollouts beyond a multiple of the process count are not trained on
         data.counts["used"] -= trainer.left_out
         data.counts["uneven_remainder"] = trainer.left_out
@@ -329,22 +350,31 @@ def _make_trainer(
 ) -> Any:
     from .trainer import SentencePPOTrainer
 
+    return make_rl_trainer(SentencePPOTrainer, cfg, outdir, policy, data, collate_fn, on_step,
+                           log_file=LOG_FILE, value_model=_value_model(cfg, policy))
+
+
+def make_rl_trainer(
+    cls: type, cfg: PPORunConfig, outdir: Path, policy: Any, data: Any, collate_fn: Any, on_step: Any, *,
+    log_file: str, **extra: Any,
+) -> Any:
+    """`cls` (SentencePPOTrainer or a subclass) over `data.rollouts`, with the reference resolved."""
     reference = resolve_reference(cfg, policy)
-    trainer = SentencePPOTrainer(
+    trainer = cls(
         ppo_config(cfg, outdir),
         model=policy.model,
         processing_class=policy.processing,
         ref_model=reference.module,
-        value_model=_value_model(cfg, policy),
         rollouts=data.rollouts,
         collate=collate_fn,
         temperature=data.temperature,
         buffer_size=cfg.buffer_size,
         forward_batch_size=cfg.forward_batch_size,
         mini_batch_size=cfg.mini_batch_size,
-        log_path=outdir / LOG_FILE,
+        log_path=outdir / log_file,
         on_step=on_step,
         compute_dtype=policy.compute_dtype,
+        **extra,
     )
     trainer.reference = reference
     return trainer
@@ -354,26 +384,38 @@ def run_ppo(
     cfg: PPORunConfig, store: Store | None = None, on_step: Callable[[int, int], None] | None = None
 ) -> PPOResult:
     """Train and save; see the module doc. `on_step(step, total)` reports optimizer steps."""
-    trainer, policy, data, datasets = build_trainer(cfg, store, on_step)
+    return run_rl(cfg, ppo_method(cfg), store, on_step)
+
+
+def run_rl(
+    cfg: PPORunConfig,
+    method: RLMethod,
+    store: Store | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> PPOResult:
+    """Train with `method` on the settings `cfg` and save (a resumed run must have the same settings)."""
+    trainer, policy, data, datasets = build_trainer(cfg, store, on_step, method)
     eos = trainer.eos_token_id
     outdir = Path(cfg.output_dir)
     resume = outdir / "checkpoint"
     resumed = (resume / "progress.json").is_file()
-    trainer.run_key = params_json(cfg, drop=("output_dir", "report_to", "allow_off_policy"))
+    trainer.run_key = params_json(method.settings, drop=("output_dir", "report_to", "allow_off_policy"))
     if resumed and json.loads((resume / "progress.json").read_text()).get("run_key") != trainer.run_key:
         raise ConfigError(
-            f"{resume} holds a checkpoint of a PPO run with other settings",
+            f"{resume} holds a checkpoint of a {method.stage.upper()} run with other settings",
             hint="use another -o OUTDIR, or delete that checkpoint folder to start over",
         )
     if not resumed:  # a fresh run: an earlier run's log and manifests no longer describe OUTDIR
-        for stale in (outdir / LOG_FILE, outdir / MANIFEST, outdir / "merged" / MANIFEST):
+        for stale in (outdir / method.log_file, outdir / MANIFEST, outdir / "merged" / MANIFEST):
             stale.unlink(missing_ok=True)
     history = trainer.train(resume_from=resume if resumed else None)
     reference = trainer.reference.describe()
-    value_start = str(cfg.value_model or cfg.model)
+    value_start = str(cfg.value_model or cfg.model) if method.critic else ""
     extra = {"counts": dict(data.counts), "final_metrics": history[-1] if history else {},
-             "reference": reference, "value_model": {"started_from": value_start, "saved": VALUE_DIR}}
-    manifest = _save(cfg, trainer, policy, eos, outdir, datasets, extra)
+             "reference": reference}
+    if method.critic:
+        extra["value_model"] = {"started_from": value_start, "saved": VALUE_DIR}
+    manifest = _save(cfg, trainer, policy, eos, outdir, datasets, extra, method)
     return PPOResult(outdir, history, dict(data.counts), resumed, manifest, reference, value_start)
 
 
@@ -385,8 +427,10 @@ def _save(
     outdir: Path,
     datasets: list[Any],
     extra: dict[str, Any],
+    method: RLMethod,
 ) -> Path:
-    """Write the policy (in `save_dtype`), the value model (OUTDIR/value, float32) and the manifest.
+    """Write the policy (in `save_dtype`), the value model (OUTDIR/value, float32; methods with a critic)
+    and the manifest.
 
     Under FSDP / DeepSpeed the full state dict is gathered first (every process takes part), so sharded
     parameters are written whole; one process writes."""
@@ -407,13 +451,14 @@ def _save(
         save_model(model, outdir, save_dtype=cfg.save_dtype, stored_dtype=policy.stored_dtype,
                    state_dict=_part(full, "policy."))
         policy.processing.save_pretrained(outdir)
-        value = acc.unwrap_model(trainer.model).value_model
-        value.save(outdir / VALUE_DIR, state_dict=_part(full, "value_model."))
-        params = {k: v for k, v in cfg.to_dict().items() if k not in ("output_dir",)}
-        manifest = write_checkpoint_manifest(outdir, "ppo", cfg.model, datasets, params, extra=extra)
+        if method.critic:
+            value = acc.unwrap_model(trainer.model).value_model
+            value.save(outdir / VALUE_DIR, state_dict=_part(full, "value_model."))
+        params = {k: v for k, v in method.settings.to_dict().items() if k not in ("output_dir",)}
+        manifest = write_checkpoint_manifest(outdir, method.stage, cfg.model, datasets, params, extra=extra)
         if cfg.merge and policy.is_lora:
             merged = save_merged(model, policy.processing, outdir / "merged")
-            write_checkpoint_manifest(merged, "ppo", cfg.model, datasets, params,
+            write_checkpoint_manifest(merged, method.stage, cfg.model, datasets, params,
                                       extra={**extra, "merged_from": str(outdir)})
         for name in ("checkpoint", "checkpoint.tmp", "checkpoint.old"):
             shutil.rmtree(outdir / name, ignore_errors=True)
@@ -428,9 +473,9 @@ def _part(state: dict[str, Any] | None, prefix: str) -> dict[str, Any] | None:
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def read_log(outdir: str | Path) -> list[dict[str, Any]]:
-    """The JSONL training log of a PPO run (one line per PPO epoch)."""
-    path = Path(outdir) / LOG_FILE
+def read_log(outdir: str | Path, stage: str = "ppo") -> list[dict[str, Any]]:
+    """The JSONL training log of a PPO (or GRPO: `stage="grpo"`) run, one line per epoch over a buffer."""
+    path = Path(outdir) / f"{stage}_log.jsonl"
     return (
         [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
     )
