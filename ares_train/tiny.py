@@ -216,3 +216,31 @@ def build_tiny_vlm(
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m ares_train.tiny OUT_DIR`: save a tiny random model to try the pipeline offline."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="python -m ares_train.tiny",
+        description="Save a tiny random model (2 layers, hidden 64) with a tokenizer trained in-process, to "
+        "try ares-train offline on a CPU (no download). Its weights are random, so it writes gibberish: "
+        "for real training pass a hub id (e.g. Qwen/Qwen2-VL-2B-Instruct) on a GPU machine instead.",
+    )
+    parser.add_argument("out_dir", type=Path, help="folder to write the model to (use it as --model)")
+    parser.add_argument("--tokenizer", choices=["bpe", "sentencepiece"], default="bpe",
+                        help="bpe: Qwen2 with byte-level BPE; sentencepiece: Llama with Unigram pieces")
+    parser.add_argument("--vlm", action="store_true", help="a tiny LLaVA (CLIP vision tower + Llama) instead")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.vlm:
+        out = build_tiny_vlm(args.out_dir, seed=args.seed)
+    else:
+        out = build_tiny_text_model(args.out_dir, tokenizer_kind=args.tokenizer, seed=args.seed)
+    sys.stdout.write(f"{out}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -221,3 +221,28 @@ def test_export_prm_says_it_leaves_the_problem_images_out(tmp_path: Path, store_
     left_out = prm.manifest["images_left_out"]
     assert left_out["rows"] == 1 and "text-only" in left_out["why"]
     assert "images" not in load_from_disk(str(prm.path)).column_names
+
+
+def test_the_offline_example_runs_end_to_end(tmp_path: Path, store_dir: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commands at the top of examples/ares-offline.toml, as written there (smaller: --limit 2)."""
+    import torch
+
+    from ares_train.tiny import main as tiny_main
+
+    torch.set_num_threads(1)  # a model this small runs fastest on one thread
+    monkeypatch.chdir(tmp_path)  # the config names the model folder relative to where the user stands
+    example = Path(__file__).resolve().parents[1] / "examples" / "ares-offline.toml"
+    assert "python -m ares_train.tiny tiny-model" in example.read_text()
+    assert data(["ingest", "scienceqa", SAMPLE_DIR, "-o", "sqa"]).exit_code == 0
+    tiny_main(["tiny-model"])
+    res = train(["loop", "--config", example, "--run-dir", "runs/offline", "--limit", "2", "--rounds", "1",
+                 "--json"])
+    assert res.exit_code == 0, res.output
+    out = res.json()
+    stages = {s["id"]: s for s in out["stages"]}
+    assert out["status"] == "done" and all(s["status"] == "done" for s in stages.values())
+    assert [r["round"] for r in out["rounds"]] == [0, 1]  # --rounds 1 over the file's 2
+    assert stages["r1s1-rollout"]["metrics"]["rows"] == 2 * 2  # --limit 2 problems x k = 2
+    assert Path(out["final_model"]).name == "r1s2-sft"
+    assert "--limit" in train(["loop", "--help"]).stdout

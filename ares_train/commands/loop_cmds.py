@@ -28,6 +28,9 @@ def loop_cmd(
     teacher_base_url: Annotated[Optional[str], typer.Option("--teacher-base-url",
                                                             help="Teacher API base URL.")] = None,
     rounds: Annotated[Optional[int], typer.Option("--rounds", min=1, help="Number of rounds.")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=0, help="Use only the first N problems of "
+                                                 "the split (0 = all); e.g. --limit 8 --rounds 1 to try a "
+                                                 "config on a CPU.")] = None,
     schedule: Annotated[Optional[str], typer.Option("--schedule", help="Steps per round, e.g. rl,sft | rl "
                                                     "| sft | rl,rl,sft.")] = None,
     store: StoreOpt = None,
@@ -39,7 +42,8 @@ def loop_cmd(
     stage without paying for teacher requests again.
 
     Example: ares-train loop --config examples/ares.toml --run-dir runs/ares1 (then: ares-train status
-    runs/ares1). Flags override the config's loop values, e.g. --schedule rl for the RL-only ablation."""
+    runs/ares1). Flags override the config's loop values, e.g. --schedule rl for the RL-only ablation.
+    Offline on a CPU: ares-train loop --config examples/ares-offline.toml --limit 8 --rounds 1."""
     from ..deps import require_train_extra
 
     require_train_extra()
@@ -47,7 +51,7 @@ def loop_cmd(
     from ..loop.run import LoopRun, round_table
 
     overrides = {"model": model, "problems": problems, "teacher": teacher, "rounds": rounds,
-                 "teacher_base_url": teacher_base_url, "schedule": schedule}
+                 "limit": limit, "teacher_base_url": teacher_base_url, "schedule": schedule}
     settings = load_loop_settings(config, overrides)
     run = LoopRun(run_dir, settings, get_store(store))
     reporter = None if as_json else ConsoleReporter()
