@@ -155,6 +155,27 @@ def test_replies_from_one_local_server_are_not_reused_for_another(store_dir: Pat
     assert rows(s, "anthropic-a") == rows(s, "anthropic-a2")
 
 
+def test_a_build_made_with_one_local_server_is_not_reused_for_another(store_dir: Path, fake) -> None:  # noqa: ANN001
+    """The loop skips a teacher stage whose identical build exists: the endpoint is part of that build."""
+    from ares_data.engine.inputs import TeacherInputs
+    from ares_data.engine.stage import find_teacher_dataset, teacher_build_params
+    from ares_data.tasks import TASKS
+
+    s = make_rationales(store_dir)
+    r = score("--json", "-o", "sc", srv=fake)
+    assert r.exit_code == 0, r.output
+    inputs = TeacherInputs.resolve(s, "rats", None, "scores")
+    task = TASKS["score"](prompt_path=None, include_images=True, max_tokens=None)
+    here = AnthropicTeacher.scope_for(fake.anthropic_base_url)
+    assert s.resolve("sc").manifest["params"]["endpoint"] == fake.anthropic_base_url
+    found = find_teacher_dataset(s, inputs, "score", task, ANTHROPIC, "sc", scope=here)
+    assert found is not None and found.ref == r.json()["ref"]
+    elsewhere = AnthropicTeacher.scope_for("http://127.0.0.1:1")
+    assert find_teacher_dataset(s, inputs, "score", task, ANTHROPIC, "sc", scope=elsewhere) is None
+    # the official API: the build parameters (and so the keys of existing builds) are as before
+    assert "endpoint" not in teacher_build_params(ANTHROPIC, "score", task, inputs, "anthropic")
+
+
 def test_official_endpoints_keep_their_cache_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)

@@ -5,7 +5,8 @@ inputs, teacher and task settings give the same build key (and so the same versi
 
     from ares_data.engine.stage import find_teacher_dataset, publish_teacher_dataset
     inputs = TeacherInputs.resolve(store, "rats@v1", None, task.kind)
-    version = find_teacher_dataset(store, inputs, "score", task, teacher.spec, "rats-scores")
+    version = find_teacher_dataset(store, inputs, "score", task, teacher.spec, "rats-scores",
+                                   scope=teacher.cache_scope)
     if version is None:
         version, stats = asyncio.run(publish_teacher_dataset(store, inputs, "score", task, teacher,
                                                              name="rats-scores", engine={"concurrency": 16}))
@@ -30,11 +31,17 @@ USAGE_KEYS = ("input_tokens", "output_tokens", "cost_usd", "spent_usd", "elapsed
 COUNT_KEYS = ("ok", "failed", "cached", "from_cache", "refused_from_cache", "sent", "attempts")
 
 
-def teacher_build_params(teacher_spec: str, task_name: str, task: Any, inputs: TeacherInputs) -> dict:
-    """What decides the rows (besides the parents): the build parameters every path records."""
+def teacher_build_params(teacher_spec: str, task_name: str, task: Any, inputs: TeacherInputs,
+                         scope: str | None = None) -> dict:
+    """What decides the rows (besides the parents): the build parameters every path records. `scope`: the
+    teacher's `cache_scope`; a server other than the provider's own API (`provider@URL`) enters the build as
+    `endpoint` (two servers may serve different models under one name), the official API leaves the build
+    key as it was."""
+    endpoint = redact_text(scope.partition("@")[2]) if scope else ""  # params go to the manifest
     return {"teacher": teacher_spec, "task": task_name, "prompt_sha": task.prompt_sha,
             "images": task.include_images, "max_tokens": task.max_tokens,
-            "retry_failed": inputs.retry_from.ref if inputs.retry_from else None}
+            "retry_failed": inputs.retry_from.ref if inputs.retry_from else None,
+            **({"endpoint": endpoint} if endpoint else {})}
 
 
 def teacher_parents(inputs: TeacherInputs) -> list[Version]:
@@ -42,10 +49,11 @@ def teacher_parents(inputs: TeacherInputs) -> list[Version]:
 
 
 def find_teacher_dataset(store: Store, inputs: TeacherInputs, task_name: str, task: Any, teacher_spec: str,
-                         name: str) -> Version | None:
-    """The published version an identical build made before, if any (nothing is sent)."""
+                         name: str, *, scope: str | None = None) -> Version | None:
+    """The published version an identical build made before, if any (nothing is sent). `scope`: the
+    teacher's `cache_scope` (its endpoint, for servers other than the provider's own API)."""
     parents = [p.as_parent() for p in teacher_parents(inputs)]
-    params = teacher_build_params(teacher_spec, task_name, task, inputs)
+    params = teacher_build_params(teacher_spec, task_name, task, inputs, scope)
     return store.find_build(name, build_key(task.kind, parents, params))
 
 
@@ -78,7 +86,8 @@ async def publish_teacher_dataset(
                                       **(extra or {})}
     if getattr(task, "custom_prompt", False):  # a custom template: keep its text with the data (cards)
         manifest_extra["prompt_text"] = redact_text(Path(task.prompt_path).read_text(encoding="utf-8"))
-    params = teacher_build_params(teacher.spec, task_name, task, inputs)
+    scope = getattr(teacher, "cache_scope", None)
+    params = teacher_build_params(teacher.spec, task_name, task, inputs, scope)
     try:
         with RequestCache.for_store(store.root) as cache, store.writer(
                 name, task.kind, parents=teacher_parents(inputs), params=params, extra=manifest_extra) as w:

@@ -83,7 +83,8 @@ def teacher_stage(ctx: Context, task_name: str, rationales_ref: str) -> tuple[di
     inputs = TeacherInputs.resolve(store, rationales_ref, None, task.kind)
     name = f"{ctx.prefix}-{task.kind}"
     teacher = make_teacher(loop.teacher, base_url=loop.teacher_base_url or None, timeout=loop.timeout)
-    found = find_teacher_dataset(store, inputs, task_name, task, teacher.spec, name)
+    found = find_teacher_dataset(store, inputs, task_name, task, teacher.spec, name,
+                                 scope=teacher.cache_scope)
     if found is not None:
         asyncio.run(teacher.aclose())
         return {task.kind: found.ref}, {**_teacher_metrics(found), "reused": True}

@@ -1,0 +1,1 @@
+"""Controlled tasks whose every sentence has a known truth, for learning tests and benchmarks."""
