@@ -168,7 +168,8 @@ def test_grpo_settings_are_ppo_settings_without_the_critic() -> None:
 
     grpo = {f.name: f for f in dataclasses.fields(GRPORunConfig)}
     ppo = {f.name: f for f in dataclasses.fields(PPORunConfig)}
-    for name in ("value_model", "vf_coef", "cliprange_value", "gamma", "lam", "kl_estimator", "neutral_score"):
+    for name in ("value_model", "vf_coef", "cliprange_value", "gamma", "lam", "kl_estimator",
+                 "neutral_score"):
         assert name in ppo and name not in grpo, name
     for name in ("model", "rationales", "ref_model", "lora_r", "ppo_epochs", "micro_batch_size", "lr"):
         assert grpo[name].default == ppo[name].default, name
@@ -184,8 +185,8 @@ def test_grpo_help_and_config_errors(tmp_path) -> None:
 
     res = train(["grpo", "--help"])
     assert res.exit_code == 0, res.output
-    for flag in ("--advantage", "--scale-rewards", "--kl-coef", "--lora-r", "--ref-model", "--allow-off-policy",
-                 "--config", "--json"):
+    for flag in ("--advantage", "--scale-rewards", "--kl-coef", "--lora-r", "--ref-model",
+                 "--allow-off-policy", "--config", "--json"):
         assert flag in res.stdout, flag
     for flag in ("--value-model", "--neutral-score", "--reward-level"):
         assert flag not in res.stdout, flag
@@ -229,8 +230,8 @@ def _round_with_a_constant_group(store_dir, model):
 def _grpo(model, rat: str, sc: str, out, *extra: str):
     from tests.helpers import train
 
-    return train(["grpo", "--model", model, "--rationales", rat, "--scores", sc, "-o", out, "--ppo-epochs", "2",
-                  "--mini-batch-size", "4", "--lr", "1e-3", "--json", *extra])
+    return train(["grpo", "--model", model, "--rationales", rat, "--scores", sc, "-o", out,
+                  "--ppo-epochs", "2", "--mini-batch-size", "4", "--lr", "1e-3", "--json", *extra])
 
 
 def _weights(path) -> dict[str, torch.Tensor]:
@@ -262,3 +263,35 @@ def test_grpo_trains_logs_and_saves_without_a_value_model(store_dir, text_model,
     assert manifest["stage"] == "grpo" and manifest["params"]["advantage"] == "process"
     assert "vf_coef" not in manifest["params"] and manifest["counts"]["constant_groups"] == 1
     assert not (out / "value").exists() and not (out / "checkpoint").exists()
+
+
+def test_loop_schedules_grpo_as_an_rl_step(store_dir, tmp_path) -> None:
+    """schedule = ["grpo", "sft"]: rollout -> score -> grpo (KL against the loop's starting model, no
+    critic carried), then rollout -> correct -> sft; a [grpo] table holds the stage's settings."""
+    import json
+
+    from ares_train.tiny import build_tiny_text_model
+    from tests.helpers import train
+    from tests.test_loop import _setup
+
+    model = build_tiny_text_model(tmp_path / "model", vocab_size=300)
+    grpo_table = "\n[grpo]\nppo_epochs = 1\nmini_batch_size = 8\nlr = 1e-4\nsave_checkpoints = false\n"
+    cfg = _setup(tmp_path, model, rounds=1, extra=grpo_table)
+    cfg.write_text(cfg.read_text().replace('schedule = ["rl", "sft"]', 'schedule = ["grpo", "sft"]'))
+    res = train(["loop", "--config", cfg, "--run-dir", tmp_path / "run", "--json"])
+    assert res.exit_code == 0, res.output
+    stages = {s["id"]: s for s in res.json()["stages"]}
+    assert list(stages) == ["r0-eval", "r1s1-rollout", "r1s1-score", "r1s1-grpo", "r1s2-rollout",
+                            "r1s2-correct", "r1s2-sft", "r1-eval"]
+    grpo = stages["r1s1-grpo"]
+    assert grpo["inputs"]["scores"] == stages["r1s1-score"]["outputs"]["scores"]
+    assert grpo["inputs"]["ref_model"] == str(model) and "value_model" not in grpo["outputs"]
+    assert stages["r1s2-rollout"]["inputs"]["model"] == grpo["outputs"]["model"]
+    ckpt = tmp_path / "run" / "checkpoints" / "r1s1-grpo"
+    manifest = json.loads((ckpt / "ares-checkpoint.json").read_text())
+    assert manifest["stage"] == "grpo" and manifest["params"]["ppo_epochs"] == 1
+    assert manifest["reference"]["model"] == str(model)
+    bad = cfg.read_text().replace("[grpo]\n", "[grpo]\nvf_coef = 0.1\n")
+    cfg.write_text(bad)
+    res = train(["loop", "--config", cfg, "--run-dir", tmp_path / "run2"])
+    assert res.exit_code != 0 and "unknown key 'vf_coef' in [grpo]" in res.stderr

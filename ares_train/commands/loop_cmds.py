@@ -109,6 +109,7 @@ def _metrics_text(stage: dict[str, Any]) -> str:
     keys = {"rollout": ("rows", "mean_chars"), "score": ("mean_score", "failed", "sent", "from_cache"),
             "correct": ("edited", "failed", "sent", "from_cache"), "eval": ("accuracy", "unparsed"),
             "ppo": ("reward/total", "loss/policy", "objective/kl_current"),
+            "grpo": ("reward/sentence", "loss/policy", "objective/kl_current"),
             "sft": ("train_loss", "steps")}.get(stage["kind"], ())
     return " ".join(f"{k}={_fmt(m[k])}" for k in keys if m.get(k) is not None)
 

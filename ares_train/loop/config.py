@@ -7,10 +7,12 @@
     max_tokens = 2048           # teacher reply budget (optional; as `ares-data score --max-tokens`)
     rounds = 2
     schedule = ["rl", "sft"]    # steps of every round: "rl" = rollout -> score -> ppo,
+                                # "grpo" = rollout -> score -> grpo (critic-free, ares-train grpo),
                                 # "sft" = rollout -> correct -> sft; ["rl"] and ["sft"] are the ablations,
                                 # ["rl", "rl", "sft"] runs two RL steps before each correction step
     [rollout]                   # RolloutConfig fields (k, max_new_tokens, temperature, ...)
     [ppo]                       # PPORunConfig fields (kl_coef, ppo_epochs, lr, lora_r, ...)
+    [grpo]                      # GRPORunConfig fields (advantage, scale_rewards, kl_coef, lr, ...)
     [sft]                       # SFT config fields (epochs, lr, lora_r, ...)
     [eval]                      # max_new_tokens, answer_tokens, batch_size, limit
 
@@ -23,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +33,16 @@ from ares_data.errors import ConfigError
 
 from ..config import BaseConfig, load_config, opt, read_config_file
 
-STEPS = ("rl", "sft")
+STEPS = ("rl", "grpo", "sft")
 # [loop] keys that may change when a run is continued: they do not change what a stage makes
 OPERATIONAL = ("rounds", "concurrency", "rpm", "tpm", "timeout", "max_attempts", "max_cost",
                "teacher_base_url")
-SECTIONS = ("loop", "rollout", "ppo", "sft", "eval")
+SECTIONS = ("loop", "rollout", "ppo", "grpo", "sft", "eval")
 # stage-table keys the loop sets itself
 MANAGED = {
     "rollout": {"model", "problems", "output", "round", "split", "limit", "seed"},
     "ppo": {"model", "rationales", "scores", "output_dir"},
+    "grpo": {"model", "rationales", "scores", "output_dir"},
     "sft": {"model", "output_dir", "corrections", "resume"},
     "eval": {"split"},
 }
@@ -55,8 +58,9 @@ class LoopConfig(BaseConfig):
                        "reference.")
     teacher_base_url: str = opt("", "API base URL of the teacher (default: the SDK's).")
     rounds: int = opt(2, "Number of rounds.")
-    schedule: str = opt("rl,sft", "Steps of each round, comma-separated: rl (rollout -> score -> ppo), sft "
-                        "(rollout -> correct -> sft). 'rl' or 'sft' alone are the ablations.")
+    schedule: str = opt("rl,sft", "Steps of each round, comma-separated: rl (rollout -> score -> ppo), "
+                        "grpo (rollout -> score -> grpo), sft (rollout -> correct -> sft). 'rl' or 'sft' "
+                        "alone are the ablations.")
     correct_k: int = opt(0, "Rationales sampled per problem for a correction step (0 = [rollout] k).")
     split: str = opt("train", "Problems split to train on.")
     limit: int = opt(0, "Use only the first N problems of the split (0 = all).")
@@ -87,8 +91,9 @@ class LoopConfig(BaseConfig):
                                   "as a flag")
         bad = [s for s in self.steps() if s not in STEPS]
         if bad or not self.steps():
-            raise ConfigError(f"schedule {self.schedule!r}: steps must be 'rl' or 'sft'",
-                              hint='e.g. schedule = ["rl", "sft"], ["rl"], ["sft"] or ["rl", "rl", "sft"]')
+            raise ConfigError(f"schedule {self.schedule!r}: steps must be 'rl', 'grpo' or 'sft'",
+                              hint='e.g. schedule = ["rl", "sft"], ["grpo", "sft"], ["rl"], ["sft"] or '
+                              '["rl", "rl", "sft"]')
         if self.rounds < 1:
             raise ConfigError(f"rounds must be >= 1, got {self.rounds}")
         if self.max_tokens is not None and self.max_tokens < 1:
@@ -107,10 +112,14 @@ class LoopSettings:
     sft: dict[str, Any]
     eval: dict[str, Any]
     source: str = ""
+    grpo: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"loop": self.loop.to_dict(), "rollout": self.rollout, "ppo": self.ppo, "sft": self.sft,
-                "eval": self.eval}
+        out = {"loop": self.loop.to_dict(), "rollout": self.rollout, "ppo": self.ppo, "sft": self.sft,
+               "eval": self.eval}
+        if self.grpo:  # only when set: run folders started before [grpo] existed keep their settings hash
+            out["grpo"] = self.grpo
+        return out
 
     def sha(self, *, ignore: tuple[str, ...] = OPERATIONAL) -> str:
         """Hash of the settings that decide what each stage makes (more rounds may extend a run; limits,
@@ -122,6 +131,7 @@ class LoopSettings:
 
 def _stage_class(section: str) -> type:
     from ..eval import EvalOptions
+    from ..ppo.grpo_config import GRPORunConfig
     from ..ppo.run import PPORunConfig
     from ..rollout import RolloutConfig
 
@@ -129,7 +139,8 @@ def _stage_class(section: str) -> type:
         from .stages import sft_config_class
 
         return sft_config_class()
-    return {"rollout": RolloutConfig, "ppo": PPORunConfig, "eval": EvalOptions}[section]
+    classes = {"rollout": RolloutConfig, "ppo": PPORunConfig, "grpo": GRPORunConfig, "eval": EvalOptions}
+    return classes[section]
 
 
 def check_section(section: str, table: dict[str, Any], where: str) -> dict[str, Any]:
@@ -168,6 +179,6 @@ def load_loop_settings(file: Path | None, overrides: dict[str, Any] | None = Non
     else:
         loop = load_config(LoopConfig, None, overrides)
     loop.validate()
-    sections = {s: check_section(s, data.get(s, {}), where) for s in ("rollout", "ppo", "sft", "eval")}
+    sections = {s: check_section(s, data.get(s, {}), where) for s in SECTIONS[1:]}
     return LoopSettings(loop, sections["rollout"], sections["ppo"], sections["sft"], sections["eval"],
-                        source=where)
+                        source=where, grpo=sections["grpo"])

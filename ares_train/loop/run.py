@@ -43,10 +43,10 @@ FORMAT = 1
 @dataclass
 class Stage:
     id: str
-    kind: str  # rollout | score | ppo | correct | sft | eval
+    kind: str  # rollout | score | ppo | grpo | correct | sft | eval
     round: int
     step: int  # position in the round's schedule (1-based); 0 for eval
-    phase: str  # rl | sft | eval
+    phase: str  # rl | grpo | sft | eval
     status: str = "pending"  # pending | running | done
     inputs: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
@@ -67,7 +67,8 @@ def plan_stages(settings: LoopSettings) -> list[Stage]:
     out: list[Stage] = []
     if loop.eval_split and loop.eval_initial:
         out.append(Stage("r0-eval", "eval", 0, 0, "eval"))
-    kinds = {"rl": ("rollout", "score", "ppo"), "sft": ("rollout", "correct", "sft")}
+    kinds = {"rl": ("rollout", "score", "ppo"), "grpo": ("rollout", "score", "grpo"),
+             "sft": ("rollout", "correct", "sft")}
     for r in range(1, loop.rounds + 1):
         for j, phase in enumerate(loop.steps(), 1):
             out += [Stage(f"r{r}s{j}-{kind}", kind, r, j, phase) for kind in kinds[phase]]
@@ -246,6 +247,9 @@ class LoopRun:
         if stage.kind == "ppo":  # the KL reference is the run's starting model in every round (the paper's)
             return {"model": state["model"], "rationales": state["rationales"], "scores": state["scores"],
                     "ref_model": self.settings.loop.model, "value_model": state.get("value_model")}
+        if stage.kind == "grpo":  # no critic to carry; the same KL reference as ppo
+            return {"model": state["model"], "rationales": state["rationales"], "scores": state["scores"],
+                    "ref_model": self.settings.loop.model}
         return {"model": state["model"], "corrections": state["corrections"]}
 
     def _call(self, ctx: stages.Context, stage: Stage) -> tuple[dict, dict]:
@@ -259,6 +263,9 @@ class LoopRun:
         if stage.kind == "ppo":
             return stages.ppo(ctx, inp["model"], inp["rationales"], inp["scores"], ckpt,
                               ref_model=inp.get("ref_model"), value_model=inp.get("value_model"))
+        if stage.kind == "grpo":
+            return stages.grpo(ctx, inp["model"], inp["rationales"], inp["scores"], ckpt,
+                               ref_model=inp.get("ref_model"))
         if stage.kind == "sft":
             return stages.sft(ctx, inp["model"], inp["corrections"], ckpt)
         return stages.evaluate(ctx, inp["model"])

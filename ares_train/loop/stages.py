@@ -132,20 +132,39 @@ def ppo(ctx: Context, model: str, rationales: str, scores: str, outdir: Path, *,
     names one) and the critic carried over from the previous PPO stage (`value_model`, its OUTDIR/value)."""
     from ..ppo.run import VALUE_DIR, PPORunConfig, run_ppo
 
+    out, metrics = _rl_stage(ctx, PPORunConfig, run_ppo, ctx.settings.ppo, model, rationales, scores, outdir,
+                             {"ref_model": ref_model, "value_model": value_model})
+    if (outdir / VALUE_DIR).is_dir():
+        out["value_model"] = str(outdir / VALUE_DIR)
+    return out, metrics
+
+
+def grpo(ctx: Context, model: str, rationales: str, scores: str, outdir: Path, *,
+         ref_model: str | None = None) -> tuple[dict, dict]:
+    """GRPO (no critic) from `model` with the KL taken against `ref_model` (the loop's starting model,
+    unless [grpo] names one)."""
+    from ..ppo.grpo_config import GRPORunConfig
+    from ..ppo.grpo_run import run_grpo
+
+    return _rl_stage(ctx, GRPORunConfig, run_grpo, ctx.settings.grpo, model, rationales, scores, outdir,
+                     {"ref_model": ref_model})
+
+
+def _rl_stage(ctx: Context, cls: type, run: Callable[..., Any], table: dict[str, Any], model: str,
+              rationales: str, scores: str, outdir: Path, defaults: dict[str, Any]) -> tuple[dict, dict]:
+    """Train with `run(cls(...))` unless `outdir` already holds the finished checkpoint; the stage's table
+    overrides `defaults`, the loop sets the model, datasets and folder."""
     done = _finished_checkpoint(outdir, [rationales, scores], ctx.store)
     if done is None:
-        values = {"ref_model": ref_model, "value_model": value_model, **ctx.settings.ppo}
+        values = {**defaults, **table}
         values.update(model=model, rationales=rationales, scores=scores, output_dir=str(outdir))
-        cfg = PPORunConfig(**values)
+        cfg = cls(**values)
         cfg.validate()
-        run_ppo(cfg, ctx.store, on_step=ctx.tick)
+        run(cfg, ctx.store, on_step=ctx.tick)
         done = _finished_checkpoint(outdir, [rationales, scores], ctx.store) or {}
     metrics = {k: v for k, v in (done.get("final_metrics") or {}).items() if isinstance(v, (int, float))}
     metrics["reference"] = (done.get("reference") or {}).get("model")
-    out = {"model": str(outdir)}
-    if (outdir / VALUE_DIR).is_dir():
-        out["value_model"] = str(outdir / VALUE_DIR)
-    return out, {**metrics, "weights_fingerprint": done.get("weights_fingerprint")}
+    return {"model": str(outdir)}, {**metrics, "weights_fingerprint": done.get("weights_fingerprint")}
 
 
 def sft(ctx: Context, model: str, corrections: str, outdir: Path) -> tuple[dict, dict]:
