@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ares_data.engine import RequestCache
-from ares_data.engine.cache import CACHE_DIR, CACHE_FILE
+from ares_data.engine.cache import CACHE_DIR, CACHE_FILE, SET_ASIDE_FLAG, DamagedCacheError
 from ares_data.engine.engine import REJECT_STREAK
 from ares_data.teachers.anthropic import AnthropicTeacher
 from ares_data.teachers.base import FatalTeacherError, Reply, RequestRejected
@@ -92,12 +92,26 @@ def test_set_aside_flag_is_in_the_help_of_every_teacher_command() -> None:
 
 def test_damage_found_after_opening_is_a_named_error_too(tmp_path: Path) -> None:
     with RequestCache(tmp_path) as cache:
-        cache._db.execute("DROP TABLE replies")  # what a reader of another file layout would find
-        cache._db.execute("CREATE TABLE replies (key TEXT)")
-        with pytest.raises(Exception) as exc:
-            cache.get("k")
-    assert type(exc.value).__name__ == "DamagedCacheError" and str(tmp_path) in str(exc.value)
+        for i in range(300):
+            cache.put(f"k{i}", Reply("x" * 500, None, 1, 1, "end_turn"))
+    with RequestCache(tmp_path) as cache:  # healthy when opened; then the file is overwritten under it
+        cache._db.execute("PRAGMA cache_size=1")  # so pages are read from the file again
+        _damage(tmp_path / CACHE_FILE, "garbage")
+        with pytest.raises(DamagedCacheError) as exc:
+            for i in range(300):
+                cache.get(f"k{i}")
+    assert str(tmp_path / CACHE_FILE) in str(exc.value) and SET_ASIDE_FLAG in exc.value.render()
     assert isinstance(exc.value.__cause__, sqlite3.DatabaseError)
+
+
+def test_a_cache_that_cannot_be_opened_is_named_but_not_called_damaged(tmp_path: Path) -> None:
+    from ares_data.errors import StoreError
+
+    (tmp_path / CACHE_FILE).mkdir()  # e.g. an unreadable path: sqlite cannot open it
+    with pytest.raises(StoreError) as exc:
+        RequestCache(tmp_path)
+    assert type(exc.value) is StoreError
+    assert f"cannot use the teacher reply cache {tmp_path}" in str(exc.value)
 
 
 # ---- 7: a key echoed in a 200 reply ------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from ..teachers.base import Reply
 CACHE_DIR = Path(".cache") / "teacher"
 _REPLY_FIELDS = tuple(f.name for f in dataclasses.fields(Reply))
 CACHE_FILE = "replies.sqlite"
+_DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")  # sqlite's error names for a damaged file
 SET_ASIDE_FLAG = "--set-aside-damaged-cache"
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, reply TEXT NOT NULL, "
@@ -43,8 +44,9 @@ class DamagedCacheError(StoreError):
         aside = path.parent.with_name(path.parent.name + ".damaged")
         super().__init__(
             f"the teacher reply cache {path} is damaged ({reason})",
-            hint=f"rerun with {SET_ASIDE_FLAG} to move it aside and start an empty cache (replies it held "
-            f"are asked for again), or move the folder aside yourself: mv {path.parent} {aside}",
+            hint=f"rerun score/correct/judge with {SET_ASIDE_FLAG} to move it aside and start an empty "
+            f"cache (replies it held are asked for again), or move the folder aside yourself: "
+            f"mv {path.parent} {aside}",
         )
         self.path = path
 
@@ -70,29 +72,37 @@ class RequestCache:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.path = self.folder / CACHE_FILE
-        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
+        db = None
         try:
             with self._guard():
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable against crashes
+                db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable against process crashes
                 for statement in _SCHEMA:
-                    self._db.execute(statement)
-                problems = [r[0] for r in self._db.execute("PRAGMA quick_check(3)").fetchall()]
+                    db.execute(statement)
+                problems = [r[0] for r in db.execute("PRAGMA quick_check(3)").fetchall()]  # ~0.8 us/reply
                 if problems != ["ok"]:
                     raise DamagedCacheError(self.path, "; ".join(map(str, problems)))
-        except DamagedCacheError:
-            self._db.close()
+        except StoreError:
+            if db is not None:
+                db.close()
             raise
+        self._db = db
 
     @contextlib.contextmanager
     def _guard(self) -> Iterator[None]:
-        """sqlite's "database disk image is malformed" / "file is not a database" -> DamagedCacheError."""
+        """sqlite's "database disk image is malformed" / "file is not a database" -> DamagedCacheError;
+        other failures to use the file (read-only, disk full, an I/O error) -> StoreError naming it."""
         try:
             yield
         except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-                raise  # another writer held the lock past the timeout: not damage
-            raise DamagedCacheError(self.path, str(exc)) from exc
+            code = getattr(exc, "sqlite_errorname", "")
+            if code in _DAMAGED or (not code and not isinstance(exc, sqlite3.OperationalError)):
+                raise DamagedCacheError(self.path, str(exc)) from exc
+            if code.startswith("SQLITE_BUSY") or code.startswith("SQLITE_LOCKED"):
+                raise  # another writer held the lock past the timeout: not a problem with the file
+            raise StoreError(f"cannot use the teacher reply cache {self.path}: {exc}",
+                             hint=f"check that {self.folder} is writable and its disk has room") from exc
 
     @classmethod
     def for_store(cls, store_root: str | Path) -> RequestCache:
