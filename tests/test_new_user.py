@@ -246,3 +246,38 @@ def test_the_offline_example_runs_end_to_end(tmp_path: Path, store_dir: Path,
     assert stages["r1s1-rollout"]["metrics"]["rows"] == 2 * 2  # --limit 2 problems x k = 2
     assert Path(out["final_model"]).name == "r1s2-sft"
     assert "--limit" in train(["loop", "--help"]).stdout
+
+
+def _readme_blocks(marker: str) -> list[str]:
+    """The fenced code blocks between `<!-- marker -->` and `<!-- /marker -->` in README.md."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split(f"<!-- {marker} -->")[1].split(f"<!-- /{marker} -->")[0]
+    return [b.split("\n", 1)[1] for b in section.split("```")[1::2]]
+
+
+def test_the_readme_trl_snippet_trains_on_the_exports(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import shlex
+
+    import torch
+
+    from ares_data.sample import RATIONALES
+    from ares_train.tiny import main as tiny_main
+
+    torch.set_num_threads(1)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ARES_STORE", raising=False)  # the snippet uses the default ./ares-store
+    shell, code = _readme_blocks("trl-snippet")
+    values = {"$SAMPLE": str(SAMPLE_DIR), "$RATS": str(RATIONALES)}
+    for line in shell.splitlines():
+        if line.startswith(("SAMPLE=", "RATS=")):
+            continue
+        args = [values.get(a, a) for a in shlex.split(line)]
+        if args[0] == "ares-data":
+            res = data(args[1:])
+            assert res.exit_code == 0, (line, res.output)
+        else:
+            assert args[:3] == ["python", "-m", "ares_train.tiny"], line
+            tiny_main(args[3:])
+    exec(compile(code, "README.md (trl-snippet)", "exec"), {})
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"sft", "prm", "dpo"}
