@@ -295,3 +295,83 @@ def test_loop_schedules_grpo_as_an_rl_step(store_dir, tmp_path) -> None:
     cfg.write_text(bad)
     res = train(["loop", "--config", cfg, "--run-dir", tmp_path / "run2"])
     assert res.exit_code != 0 and "unknown key 'vf_coef' in [grpo]" in res.stderr
+
+
+def test_grpo_with_lora_holds_one_copy_of_the_weights(store_dir, text_model, tmp_path) -> None:
+    """No value model and the adapter-disabled policy as the reference: the trainer's modules hold the
+    policy's parameters and nothing else, and only the adapter is optimised."""
+    from ares_data.store import Store
+    from ares_train.ppo.grpo_config import GRPORunConfig
+    from ares_train.ppo.grpo_run import grpo_method
+    from ares_train.ppo.run import build_trainer
+    from tests.ppo_fixtures import publish_round
+
+    store = Store(store_dir)
+    rat, sc = publish_round(store, text_model)
+    cfg = GRPORunConfig(model=str(text_model), rationales=rat.ref, scores=sc.ref,
+                        output_dir=str(tmp_path / "o"), lora_r=4, mini_batch_size=4)
+    trainer, policy, _, _ = build_trainer(cfg.as_ppo(), store, None, grpo_method(cfg))
+    assert trainer.ref_model is None and trainer.reference.how == "adapter-disabled policy"
+    wrapper = trainer.accelerator.unwrap_model(trainer.model)
+    assert list(wrapper.value_model.parameters()) == []
+    held = {p.data_ptr() for p in wrapper.parameters()}
+    assert held == {p.data_ptr() for p in policy.model.parameters()}  # one copy: the policy's
+    optimised = [p for group in trainer.optimizer.param_groups for p in group["params"]]
+    names = {id(p): n for n, p in policy.model.named_parameters()}
+    assert optimised and all("lora_" in names[id(p)] for p in optimised)
+    res = _grpo(text_model, rat.ref, sc.ref, tmp_path / "lora", "--lora-r", "4", "--ppo-epochs", "1")
+    assert res.exit_code == 0, res.output
+    lora = tmp_path / "lora"
+    assert (lora / "adapter_config.json").is_file() and not (lora / "value").exists()
+
+
+def test_interrupted_grpo_run_resumes(store_dir, text_model, tmp_path) -> None:
+    import dataclasses
+
+    from ares_data.errors import ConfigError
+    from ares_data.store import Store
+    from ares_train.ppo.grpo_config import GRPORunConfig
+    from ares_train.ppo.grpo_run import run_grpo
+    from ares_train.ppo.run import read_log
+    from tests.ppo_fixtures import publish_round
+
+    store = Store(store_dir)
+    rat, sc = publish_round(store, text_model)
+    cfg = GRPORunConfig(model=str(text_model), rationales=rat.ref, scores=sc.ref,
+                        output_dir=str(tmp_path / "o"), ppo_epochs=3, mini_batch_size=4, lr=1e-3)
+
+    def crash(step: int, total: int) -> None:
+        if step == 5:  # in the third epoch, after two epochs were checkpointed
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_grpo(cfg, store, on_step=crash)
+    assert [e["ppo_epoch"] for e in read_log(tmp_path / "o", "grpo")] == [0, 1]
+    with pytest.raises(ConfigError, match="GRPO run with other settings"):
+        run_grpo(dataclasses.replace(cfg, advantage="outcome"), store)
+    res = run_grpo(cfg, store)
+    assert res.resumed and [e["ppo_epoch"] for e in res.history] == [2] and res.history[0]["step"] == 6
+    assert [e["ppo_epoch"] for e in read_log(tmp_path / "o", "grpo")] == [0, 1, 2]
+
+
+def test_two_processes_share_the_rollouts_after_grouping(store_dir, text_model, tmp_path) -> None:
+    """torchrun, 2 CPU processes: the groups are formed over all rollouts before they are shared."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    rat, sc = _round_with_a_constant_group(store_dir, text_model)
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+           "ares_train.cli", "grpo", "--model", str(text_model), "--rationales", rat.ref, "--scores", sc.ref,
+           "-o", str(out), "--ppo-epochs", "2", "--mini-batch-size", "2", "--json"]
+    env = {**os.environ, "ARES_STORE": str(store_dir), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len((out / "grpo_log.jsonl").read_text().splitlines()) == 2
+    manifest = json.loads((out / "ares-checkpoint.json").read_text())
+    counts = manifest["counts"]
+    assert (counts["groups"], counts["constant_groups"]) == (4, 1)  # not per process
+    assert counts["used"] == 4 and counts["uneven_remainder"] == 1  # 5 trainable rollouts, 2 per process
+    assert manifest["final_metrics"]["step"] == 2 and (out / "model.safetensors").is_file()
