@@ -162,7 +162,9 @@ def _deep(depth: int) -> str:
         ('{"question": "q", "choices": ["a", "b"], "answer": 0, "meta": ' + _deep(100_000) + "}", "meta",
          "nested"),
         ("image", "image", "decompression bomb"),
+        ('{"question": "q", "choices": ["a", "b"], "answer": 0, "n": 1' + "0" * 5000 + "}", "n", "digits"),
     ],
+    ids=["surrogate", "surrogate-nested", "deep", "bomb", "digits"],
 )
 def test_hostile_jsonl_rows_are_clean_errors(tmp_path: Path, store_dir: Path, bad: str, field: str,
                                              part: str) -> None:
@@ -199,7 +201,10 @@ def problems(store_dir: Path) -> str:
          "generation_params", "nested"),
         ('{"problem_id": "1", "text": "Fine.", "sample_index": ' + str(2**40) + "}", "sample_index", "int32"),
         ('{"problem_id": "1", "text": "Fine.", "round": ' + str(-(2**40)) + "}", "round", "int32"),
+        ('{"problem_id": "1", "text": "Fine.", "sample_index": 9' + "9" * 5000 + "}", "sample_index",
+         "digits"),
     ],
+    ids=["surrogate", "surrogate-generator", "deep", "int32", "int32-negative", "digits"],
 )
 def test_hostile_rationale_lines_are_clean_errors(problems: str, tmp_path: Path, store_dir: Path, bad: str,
                                                   field: str, part: str) -> None:

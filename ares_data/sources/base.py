@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from ..errors import InputError
 from ..schema import validate_row
 from ..store import Store, Version
-from .guards import check_text, deep_field
+from .guards import check_text, deep_field, long_number_field
 
 Progress = Callable[[int, int | None], None]  # (rows done, total rows or None)
 MAX_SKIPPED_LISTED = 1000  # the manifest lists at most this many skipped rows; counts has them all
@@ -110,6 +110,9 @@ def parse_json_line(raw: str, file: str, line: int) -> dict[str, Any]:
     except RecursionError:
         field = deep_field(raw)
         raise InputError("JSON nested too deeply to read", file=file, row=line, field=field) from None
+    except ValueError as exc:  # a number with more digits than Python reads (sys.get_int_max_str_digits)
+        field = long_number_field(raw)
+        raise InputError(f"unreadable JSON: {exc}", file=file, row=line, field=field) from None
     if not isinstance(rec, dict):
         raise InputError(f"expected a JSON object, got {type(rec).__name__}", file=file, row=line)
     if "\\u" in raw:  # a lone surrogate can only come from an escape (the file itself is valid UTF-8)

@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,9 +82,9 @@ def check_text(value: Any, *, file: str, row: int | str, path: str = "") -> None
         raise InputError(LONE_SURROGATE_ERROR, file=file, row=row, field=field)
 
 
-def deep_field(raw: str, depth_limit: int = 200) -> str | None:
-    """The top-level key of a JSON object text under which nesting passes `depth_limit` (None if it never
-    does, or it is not under a key). A plain scan for the error path: strings and escapes are skipped."""
+def _structure(raw: str) -> Iterator[tuple[int, int, str | None]]:
+    """(position, depth after it, current top-level key) for each bracket and each top-level `:` of a JSON
+    object text; strings and their escapes are skipped. A plain scan, for error paths only."""
     depth, key, last_string = 0, None, None
     in_string = escaped = False
     start = 0
@@ -99,10 +101,33 @@ def deep_field(raw: str, depth_limit: int = 200) -> str | None:
             in_string, start = True, i + 1
         elif ch == ":" and depth == 1:
             key = last_string
+            yield i, depth, key
         elif ch in "[{":
             depth += 1
-            if depth > depth_limit:
-                return key
+            yield i, depth, key
         elif ch in "]}":
             depth -= 1
-    return None
+            yield i, depth, key
+
+
+def deep_field(raw: str, depth_limit: int = 200) -> str | None:
+    """The top-level key of a JSON object text under which nesting passes `depth_limit` (None if it never
+    does, or not under a key)."""
+    return next((key for _, depth, key in _structure(raw) if depth > depth_limit), None)
+
+
+def field_at(raw: str, pos: int) -> str | None:
+    """The top-level key whose value holds position `pos` of a JSON object text (None before any key)."""
+    found = None
+    for i, depth, key in _structure(raw):
+        if i > pos:
+            break
+        found = key if depth >= 1 else None
+    return found
+
+
+def long_number_field(raw: str) -> str | None:
+    """The top-level key of the first number too long for Python to read (`sys.get_int_max_str_digits`)."""
+    limit = sys.get_int_max_str_digits() or 0
+    m = re.search(rf"\d{{{limit + 1},}}", raw) if limit else None
+    return field_at(raw, m.start()) if m else None

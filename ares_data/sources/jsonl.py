@@ -126,7 +126,7 @@ class JsonlFile(ProblemSource):
         for _, line in jsonl_lines(self.path):
             try:
                 value = _get(json.loads(line), field)
-            except (json.JSONDecodeError, TypeError, RecursionError):
+            except (ValueError, TypeError, RecursionError):  # the row itself reports it
                 continue
             path = self.images_root / value if isinstance(value, str) and value else None
             if usable_image(path, self._roots, self.allow_outside_images):

@@ -42,6 +42,8 @@ def load_json(path: Path) -> Any:
         ) from exc
     except RecursionError:
         raise InputError("JSON nested too deeply to read", file=str(path)) from None
+    except ValueError as exc:  # a number with more digits than Python reads
+        raise InputError(f"unreadable JSON: {exc}", file=str(path)) from None
 
 
 def scienceqa_row(
