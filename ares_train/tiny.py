@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 TokenizerKind = Literal["bpe", "sentencepiece"]
 
-PAD, EOS, UNK = "<|pad|>", "<|endoftext|>", "<unk>"
+PAD, EOS, UNK, BOS = "<|pad|>", "<|endoftext|>", "<unk>", "<s>"
 ROLE_TOKENS = ["<|system|>", "<|user|>", "<|assistant|>"]
 IMAGE_TOKEN = "<image>"
 
@@ -75,13 +75,17 @@ def train_tokenizer(
     vocab_size: int = 512,
     *,
     extra_special_tokens: list[str] | None = None,
+    bos: bool = False,
 ) -> Any:
-    """Train a tokenizer in-process; a `PreTrainedTokenizerFast` with pad/eos, left padding, chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    """Train a tokenizer in-process; a `PreTrainedTokenizerFast` with pad/eos, left padding, chat template.
+
+    `bos=True` adds a `<s>` BOS token that encoding with special tokens (the default) prepends, as Llama,
+    Mistral and Gemma tokenizers do; `add_special_tokens=False` leaves it out."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     corpus = list(texts) if texts is not None else default_corpus()
-    specials = [PAD, EOS, UNK, *ROLE_TOKENS, *(extra_special_tokens or [])]
+    specials = [PAD, EOS, UNK, *ROLE_TOKENS, *(extra_special_tokens or []), *([BOS] if bos else [])]
     if kind == "bpe":
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -98,8 +102,11 @@ def train_tokenizer(
     tok.train_from_iterator(corpus, trainer=trainer)
     if kind == "sentencepiece":
         _add_byte_fallback(tok)
+    if bos:
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, tok.token_to_id(BOS))])
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token=PAD, eos_token=EOS, unk_token=UNK,
+        tokenizer_object=tok, pad_token=PAD, eos_token=EOS, unk_token=UNK, bos_token=BOS if bos else None,
         additional_special_tokens=[*ROLE_TOKENS, *(extra_special_tokens or [])], padding_side="left",
     )
     fast.chat_template = CHAT_TEMPLATE
@@ -130,14 +137,19 @@ def _text_config(arch: str, tokenizer: Any, hidden_size: int = 64, num_layers: i
         num_hidden_layers=num_layers,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
+        bos_token_id=_bos_id(tokenizer), tie_word_embeddings=False,
     )
 
 
 def _set_generation_defaults(model: Any, tokenizer: Any) -> None:
     gen = model.generation_config
     gen.pad_token_id, gen.eos_token_id, gen.bos_token_id = (
-        tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.eos_token_id)
+        tokenizer.pad_token_id, tokenizer.eos_token_id, _bos_id(tokenizer))
+
+
+def _bos_id(tokenizer: Any) -> int:
+    """The BOS id: the tokenizer's own when it has one (`bos=True`), else EOS (as GPT-2/Qwen do)."""
+    return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
 
 
 def build_tiny_text_model(
@@ -149,15 +161,17 @@ def build_tiny_text_model(
     vocab_size: int = 512,
     hidden_size: int = 64,
     num_layers: int = 2,
+    bos: bool = False,
 ) -> Path:
     """Save a tiny random causal LM + tokenizer to `out_dir` (Qwen2 for "bpe", Llama for "sentencepiece").
 
-    `hidden_size` (a multiple of 4) and `num_layers` make bigger models for benchmarks."""
+    `hidden_size` (a multiple of 4) and `num_layers` make bigger models for benchmarks; `bos=True` gives the
+    tokenizer a BOS token that it prepends by default (Llama style, see `train_tokenizer`)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     out = Path(out_dir)
-    tokenizer = train_tokenizer(texts, tokenizer_kind, vocab_size)
+    tokenizer = train_tokenizer(texts, tokenizer_kind, vocab_size, bos=bos)
     torch.manual_seed(seed)
     config = _text_config("qwen2" if tokenizer_kind == "bpe" else "llama", tokenizer, hidden_size, num_layers)
     model = AutoModelForCausalLM.from_config(config)
