@@ -1,4 +1,4 @@
-"""`ares-train sft`: fine-tune on teacher corrections (TRL SFTTrainer, loss on the completion only)."""
+"""`ares-train sft`: fine-tune on teacher corrections or any rationales (TRL SFTTrainer, completion loss)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ def _o(name: str, *decls: str) -> typer.models.OptionInfo:
 def sft_cmd(
     model: Annotated[Optional[str], _o("model")] = None,
     corrections: Annotated[Optional[str], _o("corrections")] = None,
+    rationales: Annotated[Optional[str], _o("rationales")] = None,
     output_dir: Annotated[Optional[str], _o("output_dir", "-o", "--output-dir")] = None,
     epochs: Annotated[Optional[float], _o("epochs")] = None,
     lr: Annotated[Optional[float], _o("lr")] = None,
@@ -39,6 +40,7 @@ def sft_cmd(
     resume: Annotated[Optional[bool], _o("resume", "--resume/--no-resume")] = None,
     dtype: Annotated[Optional[str], _o("dtype")] = None,
     bf16: Annotated[Optional[bool], _o("bf16", "--bf16/--no-bf16")] = None,
+    save_dtype: Annotated[Optional[str], _o("save_dtype")] = None,
     gradient_checkpointing: Annotated[Optional[bool], _o("gradient_checkpointing", "--gradient-checkpointing/"
                                                          "--no-gradient-checkpointing")] = None,
     lora_r: Annotated[Optional[int], _o("lora_r")] = None,
@@ -50,11 +52,14 @@ def sft_cmd(
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Fine-tune a policy on the teacher-corrected rationales (the ARES correction stage).
+    """Fine-tune a policy on teacher corrections (the ARES correction stage) or on any rationales dataset
+    (the supervised warm start before RL, e.g. on imported reference rationales).
 
-    Each ok correction is a prompt/completion record (the prompt as rollout shows it, images for VLMs);
-    the loss is on the completion only. Failed corrections are skipped and counted. OUTDIR gets the model
-    (or LoRA adapter; --merge adds OUTDIR/merged), resumable checkpoint-N folders and ares-checkpoint.json.
+    Each ok correction (or non-empty rationale) is a prompt/completion record with the prompt tokenized as
+    rollout and PPO tokenize it (images for VLMs); the loss is on the completion only. Failed and empty rows
+    are skipped and counted. A bf16/fp16 checkpoint trains with float32 master weights under autocast and is
+    saved in --save-dtype (float32 by default). OUTDIR gets the model (or LoRA adapter; --merge adds
+    OUTDIR/merged), resumable checkpoint-N folders and ares-checkpoint.json.
 
     Example: ares-train sft --model ./policy-rl --corrections rats-fixed -o ./policy-sft --lora-r 16 --merge
     """
@@ -75,6 +80,8 @@ def sft_cmd(
     c = summary["counts"]
     loss = summary["losses"][-1] if summary["losses"] else summary["train_loss"]
     merged = f" (merged: {summary['merged']})" if "merged" in summary else ""
+    mixed = f", autocast {summary['compute_dtype']}" if summary["compute_dtype"] else ""
     err_console().print(
-        f"trained {summary['steps']} steps on {c['used']} corrections ({c['failed']} failed and {c['empty']} "
-        f"empty skipped), final loss {loss:.4f}\nsaved to {summary['output_dir']}{merged}", highlight=False)
+        f"trained {summary['steps']} steps on {c['used']} {summary['kind']} of {summary['dataset']} "
+        f"({c['failed']} failed and {c['empty']} empty skipped){mixed}, final loss {loss:.4f}\n"
+        f"saved to {summary['output_dir']}{merged}", highlight=False)
