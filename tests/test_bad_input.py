@@ -96,6 +96,11 @@ def test_jsonl_images_root_is_an_allowed_root(tmp_path: Path, store_dir: Path) -
     assert _skipped(args, 1, "image")["counts"]["with_image"] == 1
 
 
+def test_jsonl_image_path_with_a_nul_byte_is_a_clean_error(tmp_path: Path, store_dir: Path) -> None:
+    src = _jsonl(tmp_path / "q.jsonl", [GOOD, {**GOOD, "image": "a\u0000.png"}])
+    _refused(["ingest", "jsonl", src, "-o", "p"], f"{src}, row 2", "image", "not a usable file name")
+
+
 @pytest.fixture
 def sqa(tmp_path: Path) -> Path:
     return Path(shutil.copytree(SAMPLE_DIR, tmp_path / "sqa"))

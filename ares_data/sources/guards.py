@@ -47,6 +47,11 @@ def check_image_inside(path: Path, value: str, roots: Sequence[Path], where: Any
     (`where`: the source's `Where`, with `file` and `row`)."""
     if allow_outside or is_inside(path, roots):
         return path
+    try:
+        path.resolve()
+    except (OSError, ValueError, RuntimeError) as exc:  # a NUL byte in the name, a symlink loop
+        raise InputError(f"image path {value!r:.200} is not a usable file name ({exc})", file=where.file,
+                         row=where.row, field=field) from None
     folders = " or ".join(str(r) for r in roots)
     raise InputError(
         f"image path {value!r:.200} leads outside {folders}: refused, so no file from "
