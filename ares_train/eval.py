@@ -35,6 +35,15 @@ class EvalOptions:
     batch_size: int = 16
     limit: int | None = None
     device: str = ""  # default: cuda when available, else cpu
+    engine: str = "transformers"  # or "server": an OpenAI-compatible endpoint (see ares_train.serving)
+    base_url: str = ""
+    served_model: str = ""
+    serve_cmd: str = ""
+    concurrency: int = 8
+    request_timeout: float = 600.0
+    max_attempts: int = 3
+    startup_timeout: float = 600.0
+    log: str = ""
 
 
 def grade_band(grade: str | None) -> str:
@@ -87,14 +96,24 @@ def predict_batch(policy: Any, problems: list[dict], opts: EvalOptions) -> list[
     batch, prompts = encode_prompts(policy, problems)
     batch = {k: v.to(policy.model.device) for k, v in batch.items()}
     rationales = [r.strip() for r in _generate(policy, batch, opts.max_new_tokens)]
+    return with_answers(problems, prompts, rationales, opts.answer_tokens, lambda texts, sub: _generate(
+        policy, _encode_texts(policy, texts, sub), opts.answer_tokens))
+
+
+Answerer = Callable[[list[str], list[dict]], list[str]]
+
+
+def with_answers(problems: list[dict], prompts: list[str], rationales: list[str], answer_tokens: int,
+                 answer: Answerer) -> list[dict[str, Any]]:
+    """Parse each rationale's option; where none, ask `answer(prompt + rationale + trigger texts, their
+    problems)` for the continuation (when answer_tokens > 0) and parse that."""
     parsed = [parse_answer(r, list(p.get("choices") or []))
               for r, p in zip(rationales, problems, strict=True)]
     answers = [""] * len(problems)
-    todo = [i for i, pa in enumerate(parsed) if pa.index is None and opts.answer_tokens > 0]
+    todo = [i for i, pa in enumerate(parsed) if pa.index is None and answer_tokens > 0]
     if todo:
         texts = [prompts[i] + rationales[i] + ANSWER_TRIGGER for i in todo]
-        sub = [problems[i] for i in todo]
-        outs = _generate(policy, _encode_texts(policy, texts, sub), opts.answer_tokens)
+        outs = answer(texts, [problems[i] for i in todo])
         for i, out in zip(todo, outs, strict=True):
             answers[i] = ANSWER_TRIGGER.strip() + out
             parsed[i] = parse_answer(answers[i], list(problems[i].get("choices") or []))
@@ -159,13 +178,15 @@ def evaluate(
     model_name: str,
     fingerprint: str,
     on_progress: Callable[[int, int], None] | None = None,
+    predict: Callable[[Any, list[dict], EvalOptions], list[dict[str, Any]]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Eval rows for the selected problems, in dataset order."""
+    """Eval rows for the selected problems, in dataset order (`predict`: in-process by default)."""
+    predict = predict or predict_batch
     idx = select_problems(problems_ds, opts.split, opts.limit)
     rows: list[dict[str, Any]] = []
     for start in range(0, len(idx), opts.batch_size):
         problems = [problems_ds[i] for i in idx[start:start + opts.batch_size]]
-        for p, pred in zip(problems, predict_batch(policy, problems, opts), strict=True):
+        for p, pred in zip(problems, predict(policy, problems, opts), strict=True):
             rows.append(eval_row(p, pred, model_name, fingerprint))
         if on_progress:
             on_progress(len(rows), len(idx))
@@ -186,27 +207,37 @@ def run_eval(
     from ares_data.errors import InputError
 
     from .modeling import load_policy, weights_fingerprint
+    from .rollout import validate_engine
 
+    validate_engine(opts)
     pv = store.resolve_kind(problems_ref, "problems")
     ds = pv.load()
     if not select_problems(ds, opts.split, opts.limit):
         have = sorted(set(ds["split"]))
         raise InputError(f"{pv.ref} has no problems in split '{opts.split}' (splits: {', '.join(have)})",
                          hint="choose one with --split, or --split all")
-    if policy is None:
-        import torch
+    if opts.engine == "server":
+        from .serving.eval import evaluate_on_server
 
-        device = opts.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        policy = load_policy(model_path, device=device)
-    fingerprint = weights_fingerprint(policy)
-    rows = evaluate(policy, ds, opts, model_name=str(model_path), fingerprint=fingerprint,
-                    on_progress=on_progress)
+        rows, server, policy = evaluate_on_server(str(model_path), ds, opts, on_progress=on_progress)
+        fingerprint = weights_fingerprint(str(model_path))
+    else:
+        if policy is None:
+            import torch
+
+            device = opts.device or ("cuda" if torch.cuda.is_available() else "cpu")
+            policy = load_policy(model_path, device=device)
+        fingerprint, server = weights_fingerprint(policy), {}
+        rows = evaluate(policy, ds, opts, model_name=str(model_path), fingerprint=fingerprint,
+                        on_progress=on_progress)
     summary = summarize(rows)
     from .sampling import sampling_params, stop_token_ids
 
     params = {"model_fingerprint": fingerprint, "split": opts.split, "max_new_tokens": opts.max_new_tokens,
               "answer_tokens": opts.answer_tokens, "limit": opts.limit, "decoding": "greedy",
+              "engine": opts.engine,
               "generation": sampling_params(0.0, opts.max_new_tokens, stop_token_ids(policy))}
     version = store.publish(name, "eval", rows, parents=[pv], params=params,
-                            extra={"model": str(model_path), "summary": summary})
+                            extra={"model": str(model_path), "summary": summary,
+                                   **({"server": server} if server else {})})
     return version, summary

@@ -72,7 +72,7 @@ class RolloutConfig(BaseConfig):
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             raise ConfigError(f"temperature must be >= 0 and top_p in (0, 1] (got {self.temperature}, "
                               f"{self.top_p})")
-        self._validate_engine()
+        validate_engine(self)
         warnings = []
         if self.temperature == 0 and self.k > 1:
             warnings.append(f"temperature 0 is greedy: all {self.k} samples per problem will be identical; "
@@ -81,17 +81,6 @@ class RolloutConfig(BaseConfig):
             warnings.append("top_p < 1 or temperature 0 is not the distribution PPO scores: `ares-train ppo` "
                             "refuses these rationales unless --allow-off-policy")
         return warnings
-
-    def _validate_engine(self) -> None:
-        if self.engine not in ("transformers", "server"):
-            raise ConfigError(f"unknown engine {self.engine!r}: use transformers or server")
-        server = bool(self.base_url or self.serve_cmd)
-        if self.engine == "transformers" and server:
-            raise ConfigError("--base-url / --serve-cmd sample through a server", hint="add --engine server")
-        if self.engine == "server" and bool(self.base_url) == bool(self.serve_cmd):
-            raise ConfigError("--engine server needs exactly one of --base-url URL and --serve-cmd CMD")
-        if self.concurrency < 1 or self.max_attempts < 1:
-            raise ConfigError("concurrency and max_attempts must be >= 1")
 
     def generation_params(self, stop_token_ids: list[int] | None = None) -> dict[str, Any]:
         """Every sampling parameter (`sampling.sampling_params`) plus seed, batch size and dtype; the rows
@@ -106,6 +95,19 @@ class RolloutConfig(BaseConfig):
             return {**params, "engine": "server", "seed": self.seed}
         return {**params, "engine": "transformers", "seed": self.seed, "batch_size": self.batch_size,
                 "dtype": self.dtype}
+
+
+def validate_engine(cfg: Any) -> None:
+    """The engine fields shared by rollout and eval configs (engine, base_url, serve_cmd, ...)."""
+    if cfg.engine not in ("transformers", "server"):
+        raise ConfigError(f"unknown engine {cfg.engine!r}: use transformers or server")
+    server = bool(cfg.base_url or cfg.serve_cmd)
+    if cfg.engine == "transformers" and server:
+        raise ConfigError("--base-url / --serve-cmd sample through a server", hint="add --engine server")
+    if cfg.engine == "server" and bool(cfg.base_url) == bool(cfg.serve_cmd):
+        raise ConfigError("--engine server needs exactly one of --base-url URL and --serve-cmd CMD")
+    if cfg.concurrency < 1 or cfg.max_attempts < 1:
+        raise ConfigError("concurrency and max_attempts must be >= 1")
 
 
 def select_problems(version: Version, split: str, limit: int, *, with_images: bool) -> Any:

@@ -92,6 +92,22 @@ def scores_for(store: Store, rat: Any, name: str) -> Any:
     return store.publish(name, "scores", rows, parents=[rat])
 
 
+def test_eval_through_the_server_matches_in_process(env: dict[str, Any]) -> None:
+    """Greedy eval through the server gives the in-process rationales and answers; the server is recorded."""
+    args = ["--store", env["store"], "eval", "--model", env["model"], "--problems", "sqa", "--limit", 4,
+            "--max-new-tokens", 8, "--answer-tokens", 3, "--json"]
+    local = train([*args, "-o", "ev-local"])
+    served = train([*args, "-o", "ev-server", "--engine", "server", "--base-url", env["url"]])
+    assert local.exit_code == 0 and served.exit_code == 0, served.output
+    store = Store(env["store"])
+    rows = {ref: list(store.resolve(ref).load()) for ref in ("ev-local", "ev-server")}
+    keys = ("problem_id", "rationale", "answer_text", "predicted_index")
+    pick = {ref: [{k: r[k] for k in keys} for r in got] for ref, got in rows.items()}
+    assert pick["ev-server"] == pick["ev-local"]
+    manifest = json.loads((Path(served.json()["path"]) / "manifest.json").read_text())
+    assert manifest["server"]["base_url"] == env["url"] and manifest["params"]["engine"] == "server"
+
+
 def test_base_url_rollout_then_ppo_then_a_dying_server(env: dict[str, Any], tmp_path: Path) -> None:
     log = tmp_path / "requests.jsonl"
     r = rollout(env, "srv", "--base-url", env["url"], "--log", log, "--concurrency", 2)
@@ -113,6 +129,21 @@ def test_base_url_rollout_then_ppo_then_a_dying_server(env: dict[str, Any], tmp_
     res = run_ppo(PPORunConfig(model=str(env["model"]), rationales=rat.ref, scores=sc.ref,
                                output_dir=str(tmp_path / "ppo"), ppo_epochs=1, mini_batch_size=2), store)
     assert res.counts["used"] == 6 and (tmp_path / "ppo" / "ares-checkpoint.json").is_file()
+
+    # a field the requests cannot carry (transformers serve has no request field to clear suppress_tokens)
+    gen = env["model"] / "generation_config.json"
+    original = gen.read_text()
+    gen.write_text(json.dumps({**json.loads(original), "suppress_tokens": [5]}))
+    try:
+        r = rollout(env, "supp", "--base-url", env["url"])
+        assert r.exit_code != 0 and "does not take suppress_tokens in a request" in r.stderr
+        assert "--serve-cmd" in r.stderr and not (env["store"] / "supp").exists()
+        r = rollout(env, "supp", "--base-url", env["url"], "--allow-off-policy")
+        assert r.exit_code == 0, r.output
+        params = json.loads(Store(env["store"]).resolve(r.json()["ref"]).load()[0]["generation_params"])
+        assert differences(params) == ["suppress_tokens=served default"]  # so ppo refuses these rows
+    finally:
+        gen.write_text(original)
 
     # the server dies mid-rollout: a clear error, nothing published
     log2 = tmp_path / "dying.jsonl"
@@ -174,3 +205,17 @@ def test_server_options_and_errors(env: dict[str, Any]) -> None:
     r = rollout(env, "x", "--serve-cmd", "python -c 'import sys; sys.exit(3)' {model} {port}")
     assert r.exit_code == 1 and "exited with code 3 before answering" in r.stderr
     assert not (env["store"] / "x").exists()
+
+
+def test_loop_config_passes_the_engine_to_rollout(tmp_path: Path) -> None:
+    from ares_train.loop.config import load_loop_settings
+    from ares_train.rollout import RolloutConfig
+
+    cfg = tmp_path / "ares.toml"
+    cfg.write_text('[loop]\nmodel = "m"\nproblems = "sqa"\n[rollout]\nengine = "server"\n'
+                   'serve_cmd = "vllm serve {model} --port {port}"\nconcurrency = 64\n', encoding="utf-8")
+    settings = load_loop_settings(cfg)
+    rollout = RolloutConfig(**{**settings.rollout, "model": "m", "problems": "sqa", "output": "r"})
+    assert rollout.engine == "server" and rollout.serve_cmd.startswith("vllm serve")
+    assert rollout.concurrency == 64
+    rollout.validate()

@@ -31,6 +31,20 @@ def eval_cmd(
                       ] = "",
     summary_file: Annotated[Optional[Path], typer.Option("--summary", help="Also write the JSON summary "
                                                          "to this file.")] = None,
+    engine: Annotated[str, typer.Option("--engine", help="transformers (in this process) or server (an "
+                                        "OpenAI-compatible endpoint: --base-url or --serve-cmd).")
+                      ] = "transformers",
+    base_url: Annotated[str, typer.Option("--base-url", help="engine server: e.g. http://localhost:8000/v1.")
+                        ] = "",
+    served_model: Annotated[str, typer.Option("--served-model", help="engine server: the model id to request "
+                                              "(default: the only one listed).")] = "",
+    serve_cmd: Annotated[str, typer.Option("--serve-cmd", help="engine server: start this engine on the "
+                                           "checkpoint, e.g. 'vllm serve {model} --port {port}'.")] = "",
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1,
+                                             help="engine server: requests in flight.")] = 8,
+    max_attempts: Annotated[int, typer.Option("--max-attempts", min=1, help="engine server: attempts per "
+                                              "request.")] = 3,
+    log: Annotated[str, typer.Option("--log", help="engine server: one JSON line per request attempt.")] = "",
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -44,7 +58,9 @@ def eval_cmd(
     from ..eval import EvalOptions, run_eval
 
     opts = EvalOptions(split=None if split == "all" else split, max_new_tokens=max_new_tokens,
-                       answer_tokens=answer_tokens, batch_size=batch_size, limit=limit, device=device)
+                       answer_tokens=answer_tokens, batch_size=batch_size, limit=limit, device=device,
+                       engine=engine, base_url=base_url, served_model=served_model, serve_cmd=serve_cmd,
+                       concurrency=concurrency, max_attempts=max_attempts, log=log)
     with ProgressBar("eval", quiet=as_json) as progress:
         version, summary = run_eval(get_store(store), model, problems, output, opts, on_progress=progress)
     if summary_file is not None:
