@@ -281,3 +281,13 @@ def test_the_readme_trl_snippet_trains_on_the_exports(tmp_path: Path,
             tiny_main(args[3:])
     exec(compile(code, "README.md (trl-snippet)", "exec"), {})
     assert {p.name for p in (tmp_path / "out").iterdir()} == {"sft", "prm", "dpo"}
+
+
+def test_tiny_model_command_help(capsys: pytest.CaptureFixture[str]) -> None:
+    from ares_train.tiny import main as tiny_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        tiny_main(["--help"])
+    out = _flat(capsys.readouterr().out)
+    assert exit_info.value.code == 0 and "python -m ares_train.tiny" in out
+    assert "random" in out and "hub id" in out and "--vlm" in out and "--tokenizer" in out
