@@ -151,6 +151,7 @@ def test_two_round_loop_through_the_cli(store_dir: Path, tmp_path: Path, tiny_mo
     ("[loop]", "colour = 1", "unknown key 'colour'"),
     ("[ppo]", "klcoef = 0.1", "unknown key 'klcoef' in [ppo]"),
     ("[sft]", "output_dir = 'x'", "'output_dir' in [sft]"),
+    ("[sft]", "rationales = 'refs'", "'rationales' in [sft]"),
     ("[extras]", "a = 1", "unknown key 'extras'"),
     ("[eval]", "batch_size = 'two'", "[eval] of"),
 ])

@@ -43,7 +43,7 @@ MANAGED = {
     "rollout": {"model", "problems", "output", "round", "split", "limit", "seed"},
     "ppo": {"model", "rationales", "scores", "output_dir"},
     "grpo": {"model", "rationales", "scores", "output_dir"},
-    "sft": {"model", "output_dir", "corrections", "resume"},
+    "sft": {"model", "output_dir", "corrections", "rationales", "resume"},
     "eval": {"split"},
 }
 
