@@ -291,3 +291,14 @@ def test_tiny_model_command_help(capsys: pytest.CaptureFixture[str]) -> None:
     out = _flat(capsys.readouterr().out)
     assert exit_info.value.code == 0 and "python -m ares_train.tiny" in out
     assert "random" in out and "hub id" in out and "--vlm" in out and "--tokenizer" in out
+
+
+def test_batch_collect_where_every_row_failed_exits_non_zero(tmp_path: Path, store_dir: Path,
+                                                            fake: Any) -> None:
+    _problems_and_rationales(tmp_path, ["Divide 3 by 4. So the answer is 0.75.", "It is 0.34."])
+    fake.set_faults(fault_rate=1.0, faults=["refusal"])
+    sub = data(["score", "rats", *_openai(fake), "--batch", "--json"])
+    assert sub.exit_code == 0, sub.output
+    res = data(["batch", "collect", sub.json()["batch_id"], "-o", "bscores"])
+    assert res.exit_code == 3 and "none of the 2 rows is usable" in res.stderr, res.output
+    assert [r["status"] for r in Store(store_dir).load("bscores")] == ["failed", "failed"]
