@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
-from .schema import validate_row
+from .schema import check_int_range
 from .segment import drop_repeats as _drop_repeats
 from .segment import segment
 from .sources.base import count_lines, hash_files, jsonl_lines, parse_json_line
@@ -83,6 +83,8 @@ def _opt(rec: dict[str, Any], key: str, kind: type, file: str, line: int) -> Any
             row=line,
             field=key,
         )
+    if kind is int:
+        check_int_range(value, "int32", file=file, row=line, field=key)  # e.g. a sample_index of 2**40
     return value
 
 
@@ -186,7 +188,6 @@ def import_rationales(
                 progress(done, total)
             try:
                 row = reader.row(line, raw)
-                validate_row("rationales", row, file=str(path), index=line)  # e.g. a sample_index of 2**40
             except InputError as exc:
                 if not skip_invalid:
                     raise

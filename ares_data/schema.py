@@ -148,6 +148,14 @@ LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # valid in JSON escapes, not enc
 LONE_SURROGATE_ERROR = "text with a lone surrogate (an unpaired \\ud800-\\udfff escape): not valid Unicode"
 
 
+def check_int_range(value: Any, dtype: str, *, file: str | None, row: int | str | None, field: str) -> None:
+    """InputError naming the field when the integer `value` does not fit the Arrow `dtype` (int32/int64)."""
+    limit = _INT_LIMITS.get(dtype)
+    if limit is not None and isinstance(value, int) and not -limit <= value < limit:
+        raise InputError(f"{value} does not fit {dtype} ({-limit} to {limit - 1})", file=file, row=row,
+                         field=field)
+
+
 def features_for(kind: str) -> Features:
     try:
         return KINDS[kind]
@@ -170,10 +178,7 @@ def _check(value: Any, feature: Any, where: str, file: str | None, row: int | st
                 f"expected {feature.dtype}, got {type(value).__name__} ({value!r:.60})",
                 file=file, row=row, field=where,
             )
-        limit = _INT_LIMITS.get(feature.dtype)
-        if limit is not None and not -limit <= value < limit:
-            raise InputError(f"{value} does not fit {feature.dtype} ({-limit} to {limit - 1})",
-                             file=file, row=row, field=where)
+        check_int_range(value, feature.dtype, file=file, row=row, field=where)
         if expected is str and LONE_SURROGATE.search(value):
             raise InputError(LONE_SURROGATE_ERROR, file=file, row=row, field=where)
     elif isinstance(feature, (list, Sequence)):
