@@ -302,3 +302,20 @@ def test_batch_collect_where_every_row_failed_exits_non_zero(tmp_path: Path, sto
     res = data(["batch", "collect", sub.json()["batch_id"], "-o", "bscores"])
     assert res.exit_code == 3 and "none of the 2 rows is usable" in res.stderr, res.output
     assert [r["status"] for r in Store(store_dir).load("bscores")] == ["failed", "failed"]
+
+
+def test_ingest_a_pid_splits_subset_whose_rows_are_all_invalid(tmp_path: Path, store_dir: Path) -> None:
+    import shutil
+
+    root = Path(shutil.copytree(SAMPLE_DIR, tmp_path / "sqa"))
+    splits = json.loads((root / "pid_splits.json").read_text())
+    pid = splits["val"][0]
+    (root / "pid_splits.json").write_text(json.dumps({**splits, "minival": [pid]}))
+    problems = json.loads((root / "problems.json").read_text())
+    problems[pid]["question"] = 3
+    (root / "problems.json").write_text(json.dumps(problems))
+    res = data(["ingest", "scienceqa", root, "--split", "minival", "--skip-invalid", "-o", "x"])
+    msg = _flat(res.stderr)
+    assert res.exit_code == 1, msg
+    assert "every row that could be in split minival was skipped as invalid" in msg
+    assert f"row {pid}, field 'question': expected str" in msg

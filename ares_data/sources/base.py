@@ -260,7 +260,7 @@ class _Run:
             except InputError as exc:
                 if not self.skip_invalid:
                     raise
-                self.in_split += where.split is None or self.splits is None or where.split in self.splits
+                self.in_split += wanted or where.split is None or where.split in self.splits
                 count("skipped")
                 if len(self.skipped) < MAX_SKIPPED_LISTED:
                     self.skipped.append(
