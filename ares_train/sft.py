@@ -8,8 +8,10 @@ empty texts are skipped and counted.
 The token ids are those rollout and PPO use (`ares_train.prompting`): the prompt is `encode_prompts` of the
 parent problem (the rendered prompt tokenized without special tokens, so a tokenizer that prepends BOS by
 default, as Llama, Mistral and Gemma do, gets none that rollout would not see) and the completion
-`response_ids` of the text (+ EOS). Text models get these ids pre-tokenized; VLMs get the prompt string and
-image, which TRL's vision collator tokenizes with the processor without special tokens, as rollout does.
+`response_ids` of the text (+ EOS; a rollout rationale's text too, re-tokenized as PPO does for imported
+rationales, not its sampled `token_ids`). Text models get these ids pre-tokenized; VLMs get the prompt
+string and image, which TRL's vision collator tokenizes with the processor without special tokens, as
+rollout does.
 
 Mixed precision: `load_policy(trainable=True)` keeps float32 master weights; a bf16/fp16 checkpoint (or
 `dtype`) trains under autocast to that half dtype, and the result is written in `save_dtype` (float32 by
