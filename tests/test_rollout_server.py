@@ -219,3 +219,15 @@ def test_loop_config_passes_the_engine_to_rollout(tmp_path: Path) -> None:
     assert rollout.engine == "server" and rollout.serve_cmd.startswith("vllm serve")
     assert rollout.concurrency == 64
     rollout.validate()
+
+
+def test_a_vlm_is_refused_by_the_server_engine(tmp_path: Path) -> None:
+    from ares_data.sample import SAMPLE_DIR
+    from ares_train.tiny import build_tiny_vlm
+
+    store = tmp_path / "store"
+    assert data(["--store", store, "ingest", "scienceqa", SAMPLE_DIR, "-o", "sqa"]).exit_code == 0
+    vlm = build_tiny_vlm(tmp_path / "vlm")
+    r = train(["--store", store, "rollout", "--model", vlm, "--problems", "sqa", "-o", "v",
+               "--engine", "server", "--base-url", "http://127.0.0.1:9/v1"])
+    assert r.exit_code != 0 and "does not send images yet" in r.stderr and "--engine transformers" in r.stderr

@@ -55,9 +55,10 @@ def evaluate_on_server(checkpoint: str, ds: Any, opts: Any,
     from ..eval import evaluate
     from ..modeling import weights_fingerprint
     from .rollout import load_processing
-    from .session import connect
+    from .session import connect, refuse_images
 
     processing = load_processing(checkpoint)
+    refuse_images(processing)
     batch = max(opts.batch_size, 4 * opts.concurrency)  # a server batches requests itself: keep it busy
     wide = type(opts)(**{**vars(opts), "batch_size": batch})
     with connect(opts, checkpoint) as conn:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ares_data.engine.log import RequestLog
+from ares_data.errors import ConfigError
 from ares_data.redact import redact_argv
 from ares_data.store import Store, Version
 
@@ -58,10 +59,18 @@ def make_sampler(cfg: Any, conn: Connection, processing: Processing, params: dic
                          pinned=conn.pinned, allow_off_policy=allow_off_policy, progress=progress)
 
 
+def refuse_images(processing: Processing) -> None:
+    if processing.is_vlm:
+        raise ConfigError(f"--engine server does not send images yet, and {processing.path} is a "
+                          "vision-language model", hint="roll out or evaluate it in-process (--engine "
+                          "transformers)")
+
+
 def publish_server_rollout(store: Store, cfg: RolloutConfig, problems: Version, fingerprint: str,
                            params: dict[str, Any], *, progress: Progress | None = None,
                            command: list[str] | None = None) -> Version:
     processing = load_processing(cfg.model)
+    refuse_images(processing)
     rows = select_problems(problems, cfg.split, cfg.limit, with_images=processing.is_vlm)
     with connect(cfg, cfg.model) as conn:
         params_now = cfg.generation_params(stop_token_ids(processing))
