@@ -133,6 +133,20 @@ def test_a_key_echoed_by_the_server_is_stored_nowhere(store_dir: Path, fake, tea
     assert not any(key in b for b in blobs), "an echoed API key reached the store or the reply cache"
 
 
+def test_a_key_echoed_in_batch_results_is_stored_nowhere(store_dir: Path, fake) -> None:  # noqa: ANN001
+    s = make_rationales(store_dir)
+    fake.set_faults(fault_rate=1.0, faults=["echokey"])
+    sub = score("--batch", "--json", srv=fake)
+    assert sub.exit_code == 0, sub.output
+    col = data(["batch", "collect", sub.json()["batch_id"], "-o", "bscores", "--json"])
+    assert col.exit_code == 0, col.output
+    got = rows(s, "bscores")
+    assert all(r["status"] == "ok" and "the request came with" in r["raw_response"] for r in got)
+    assert all(r["raw_response"].endswith('***"}') for r in got)
+    key = KEYS["ANTHROPIC_API_KEY"].encode()
+    assert not any(key in p.read_bytes() for p in store_dir.rglob("*") if p.is_file())
+
+
 def test_replies_cached_with_a_key_by_an_older_version_are_redacted_when_reused(tmp_path: Path) -> None:
     teacher = FakeTeacher()
     teacher._keys = ("sk-secret-123456",)

@@ -93,7 +93,7 @@ class BatchReplies:
     def __init__(self, teacher: Any, errors: dict[str, str]) -> None:
         self.inner, self.errors = teacher, errors
         self.provider, self.model, self.spec = teacher.provider, teacher.model, teacher.spec
-        self.cache_scope = teacher.cache_scope
+        self.cache_scope, self.secrets = teacher.cache_scope, teacher.secrets  # keys, redacted from replies
 
     async def send(self, request: Request) -> Reply:
         key = request.cache_key(self.cache_scope, self.model)

@@ -72,6 +72,7 @@ class BatchStore:
         self.fake = fake
         self.batches: dict[str, _Batch] = {}
         self.files: dict[str, tuple[str, bytes]] = {}  # id -> (filename, content)
+        self.auth = ""  # the key header of the latest batch call (the `echokey` fault repeats it)
 
     def _ended(self, b: _Batch) -> bool:
         return time.time() - b.created >= self.fake.options.batch_delay_s
@@ -91,10 +92,12 @@ class BatchStore:
                 "error": f"injected fault {fault}",
             }
         fake.stats.answered_by_hash[key] = fake.stats.answered_by_hash.get(key, 0) + 1
-        return {"ok": True, "body": fake.reply_body(provider, body, fault)}
+        echo = self.auth if fault == "echokey" else ""
+        return {"ok": True, "body": fake.reply_body(provider, body, fault, echo=echo)}
 
     def route(self, req: HttpRequest, path: str) -> HttpResponse:
         parts = path.strip("/").split("/")
+        self.auth = req.headers.get("x-api-key") or req.headers.get("authorization") or ""
         if parts[:3] == ["v1", "messages", "batches"]:
             self.fake.count(
                 f"anthropic:/v1/messages/batches{'/{id}' if len(parts) > 3 else ''}"
