@@ -15,6 +15,7 @@ from ares_data.schema import validate_row
 from ares_data.store import Store
 
 from .helpers import data, train
+from .test_hub import REPO, hub  # noqa: F401 - the fake Hub fixture
 
 
 @pytest.fixture
@@ -163,6 +164,24 @@ def test_skip_invalid(rats: list[dict[str, Any]], store_dir: Path, tmp_path: Pat
     assert "outside [0, 1]" in rows[rats[0]["rationale_id"]]["error"]
     assert rows[rats[1]["rationale_id"]]["error"] == "no score imported"
     assert rows[rats[2]["rationale_id"]]["status"] == "ok"  # its first, valid line counts
+
+
+def test_card_push_and_pull(rats: list[dict[str, Any]], hub: Any, store_dir: Path,  # noqa: F811
+                            tmp_path: Path) -> None:
+    f = _write(tmp_path / "checker.jsonl", [_line(r) for r in rats[1:]])
+    assert data(["import-scores", f, "--rationales", "rats", "-o", "checked"]).exit_code == 0
+    card = data(["card", "checked"])
+    assert card.exit_code == 0 and "provider `import`, model `checker.jsonl`" in card.stdout
+    r = data(["push", "checked", "--repo", REPO, "--with-parents", "--json"])
+    assert r.exit_code == 0, r.output
+    r = data(["pull", f"{REPO}@v1", "-o", "pulled", "--store", tmp_path / "other", "--json"])
+    assert r.exit_code == 0, r.output
+    pulled = Store(tmp_path / "other").resolve("pulled")
+    assert pulled.manifest["teacher"] == "import:checker.jsonl"
+    assert pulled.manifest["parents"][0]["ref"] == "rats@v1"
+    rows = list(pulled.load())
+    assert rows == list(Store(store_dir).resolve("checked").load())
+    assert [x["scores"] for x in rows] == [[]] + [_line(r)["scores"] for r in rats[1:]]  # exact in float32
 
 
 def test_rollout_import_scores_ppo(store_dir: Path, tmp_path: Path) -> None:
