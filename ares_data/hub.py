@@ -177,19 +177,28 @@ def _has_binary(t: pa.DataType) -> bool:
     return False
 
 
+def _slices(column: pa.ChunkedArray, max_bytes: int = 32 * 1024**2) -> Iterator[pa.Array]:
+    """The column's non-empty pieces of at most about `max_bytes` (zero-copy slices of its chunks)."""
+    for chunk in column.chunks:
+        if len(chunk) == 0:
+            continue
+        rows = max(1, int(max_bytes * len(chunk) // max(1, chunk.nbytes)))
+        for start in range(0, len(chunk), rows):
+            yield chunk.slice(start, rows)
+
+
 def content_fingerprint(kind: str, table: pa.Table) -> str:
     """sha256 over the kind and, column by column, the values in row order as canonical JSON (binary
-    values as their sha256). Independent of chunking and file format: the same for Arrow and Parquet."""
+    values as their sha256). Independent of chunking and file format: the same for Arrow and Parquet.
+    Values are converted a bounded slice at a time, so a memory-mapped table is hashed in bounded memory."""
     h = hashlib.sha256(f"ares-content-v1\n{kind}\n".encode())
     for name in table.column_names:
         column = table.column(name)
         binary = _has_binary(column.type)
         h.update(json.dumps(name).encode() + b":[")
         first = True
-        for chunk in column.chunks:
-            if len(chunk) == 0:
-                continue
-            values = chunk.to_pylist()
+        for piece in _slices(column):
+            values = piece.to_pylist()
             text = json.dumps(_canonical(values) if binary else values, sort_keys=True, separators=(",", ":"))
             h.update((b"" if first else b",") + text[1:-1].encode())
             first = False

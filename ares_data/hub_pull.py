@@ -15,11 +15,13 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .errors import AresError, InputError, UsageError
@@ -28,9 +30,8 @@ from .integrity import DATA_FILE, expected_schema, schema_difference
 from .invariants import check_batch, derived_counts
 from .store import Store, Version, Writer, check_name
 
-BATCH_BYTES = 32 * 1024**2  # rows per batch are chosen so a batch decodes to about this much
-MAX_BATCH_BYTES = 256 * 1024**2  # a batch that decodes to more than this is refused
-MAX_ROW_BYTES = 64 * 1024**2  # declared bytes per row above this are refused before reading
+BATCH_BYTES = 32 * 1024**2  # rows are decoded and written in slices of at most this many bytes
+MAX_ROW_BYTES = 64 * 1024**2  # one row that declares or decodes to more is refused
 MAX_BATCH_ROWS = 4096
 _COUNT_KEYS = ("ok", "failed", "cached", "attempts", "sentences", "dropped_sentences")
 _USAGE_KEYS = ("input_tokens", "output_tokens", "cost_usd")
@@ -172,7 +173,7 @@ def _checked_files(repo: str, local: Path, p: Planned) -> list[Path]:
             rg = meta.row_group(i)
             if rg.num_rows and rg.total_byte_size / rg.num_rows > MAX_ROW_BYTES:
                 raise InputError(f"row group {i} declares {rg.total_byte_size} bytes for {rg.num_rows} rows "
-                                 f"(more than {MAX_ROW_BYTES >> 20} MiB a row)", file=where)
+                                 f"(more than {MAX_ROW_BYTES:,} bytes a row)", file=where)
         rows += meta.num_rows
     if rows != p.manifest["rows"]:
         raise HubError(f"{repo}: config {p.config} holds {rows} rows, its manifest says "
@@ -180,30 +181,81 @@ def _checked_files(repo: str, local: Path, p: Planned) -> list[Path]:
     return files
 
 
-def _batches(f: Path) -> Any:
-    pf = pq.ParquetFile(f)
-    meta = pf.metadata
-    per_row = max((meta.row_group(i).total_byte_size / max(1, meta.row_group(i).num_rows)
-                   for i in range(meta.num_row_groups)), default=1.0)
-    size = int(max(1, min(MAX_BATCH_ROWS, BATCH_BYTES // max(1.0, per_row))))
-    return pf.iter_batches(batch_size=size)
+def _batches(f: Path) -> Iterator[pa.RecordBatch]:
+    """The file's rows in batches whose string and binary values are still dictionary-encoded (so a value
+    repeated a million times is held once), sized from the footer's declared bytes and value counts."""
+    meta = pq.ParquetFile(f).metadata
+    per_row = 1.0
+    for i in range(meta.num_row_groups):
+        rg = meta.row_group(i)
+        fixed = sum(rg.column(j).num_values * _WIDTH.get(rg.column(j).physical_type, 0)
+                    for j in range(rg.num_columns))  # list elements of numbers count, however encoded
+        per_row = max(per_row, (rg.total_byte_size + fixed) / max(1, rg.num_rows))
+    size = int(max(1, min(MAX_BATCH_ROWS, BATCH_BYTES // per_row)))
+    leaves = meta.schema
+    strings = [leaves.column(j).path for j in range(len(leaves))
+               if leaves.column(j).physical_type == "BYTE_ARRAY"]
+    return pq.ParquetFile(f, read_dictionary=strings).iter_batches(batch_size=size)
+
+
+_WIDTH = {"BOOLEAN": 1, "INT32": 4, "FLOAT": 4, "INT64": 8, "DOUBLE": 8, "INT96": 12}
+
+
+def decoded_bytes(array: pa.Array) -> int:
+    """What `array` takes once its dictionary-encoded values are decoded (computed without decoding)."""
+    if isinstance(array, pa.ChunkedArray):
+        return sum(decoded_bytes(c) for c in array.chunks)
+    if pa.types.is_dictionary(array.type):
+        lengths = pc.take(pc.binary_length(array.dictionary), array.indices)
+        return int(pc.sum(lengths).as_py() or 0) + 8 * len(array)
+    if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
+        return decoded_bytes(array.flatten()) + 8 * len(array)
+    if pa.types.is_struct(array.type):
+        return sum(decoded_bytes(child) for child in array.flatten())
+    return array.nbytes
+
+
+def _bounded(batch: pa.RecordBatch, where: str, first_row: int) -> Iterator[pa.Table]:
+    """`batch` decoded in slices of at most BATCH_BYTES (one row may be up to MAX_ROW_BYTES)."""
+    size = sum(decoded_bytes(c) for c in batch.columns)
+    if size <= BATCH_BYTES or batch.num_rows == 1:
+        if size > MAX_ROW_BYTES:
+            raise InputError(f"decodes to {size} bytes (more than {MAX_ROW_BYTES:,} bytes a row); "
+                             "nothing was published", file=where, row=first_row + 1)
+        yield pa.Table.from_batches([batch]).cast(pa.schema([pa.field(f.name, _plain(f.type))
+                                                             for f in batch.schema]))
+        return
+    half = batch.num_rows // 2
+    yield from _bounded(batch.slice(0, half), where, first_row)
+    yield from _bounded(batch.slice(half), where, first_row + half)
+
+
+def _plain(t: pa.DataType) -> pa.DataType:
+    """`t` with every dictionary type inside it replaced by its value type."""
+    if pa.types.is_dictionary(t):
+        return t.value_type
+    if pa.types.is_list(t):
+        return pa.list_(pa.field(t.value_field.name, _plain(t.value_type)))
+    if pa.types.is_large_list(t):
+        return pa.large_list(pa.field(t.value_field.name, _plain(t.value_type)))
+    if pa.types.is_struct(t):
+        return pa.struct([pa.field(t.field(i).name, _plain(t.field(i).type)) for i in range(t.num_fields)])
+    return t
 
 
 def _stage(repo: str, p: Planned) -> None:
-    """Stream the config's rows into its staged writer, batch by batch, checking each batch."""
+    """Stream the config's rows into its staged writer in bounded slices, checking each slice."""
     assert p.writer is not None
     kind, done = p.manifest["kind"], 0
     for f in p.files:
         where = f"{repo}: data/{p.config}/{f.name}"
         for batch in _batches(f):
-            if batch.nbytes > MAX_BATCH_BYTES:
-                raise InputError(f"rows {done + 1}..{done + batch.num_rows} decode to {batch.nbytes} bytes, "
-                                 "far more than the file declares; nothing was published", file=where)
-            check_batch(kind, batch, done, where)
-            for key, n in derived_counts(kind, batch).items():
-                p.counts[key] = p.counts.get(key, 0) + n
-            p.writer.write_table(pa.Table.from_batches([batch]))
-            done += batch.num_rows
+            for table in _bounded(batch, where, done):
+                check_batch(kind, table, done, where)
+                for key, n in derived_counts(kind, table).items():
+                    p.counts[key] = p.counts.get(key, 0) + n
+                p.writer.write_table(table)
+                done += table.num_rows
     p.writer._finalize()
     with pa.memory_map(str(p.writer.tmp / DATA_FILE)) as source:
         got = content_fingerprint(kind, pa.ipc.open_stream(source).read_all())

@@ -445,10 +445,32 @@ def test_pull_checks_declared_sizes_before_reading_rows(hub: FakeHub, lineage: d
     monkeypatch.setattr(hub_pull, "MAX_ROW_BYTES", 10)
     r = data(["pull", f"{REPO}@v1", "--store", tmp_path / "s2"])
     assert r.exit_code == 1 and "row group 0 declares" in r.stderr and read == [], r.stderr
-    monkeypatch.setattr(hub_pull, "MAX_ROW_BYTES", 64 * 1024**2)
-    monkeypatch.setattr(hub_pull, "MAX_BATCH_BYTES", 100)  # a batch decoding past the bound stops the pull
+    _nothing_published(tmp_path / "s2")
+
+
+def test_pull_decodes_in_bounded_slices(hub: FakeHub, lineage: dict, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A value repeated in every row is stored once (dictionary page): its file declares little. Rows are
+    decoded slice by slice from the dictionary-encoded batch, and a row too big on its own is refused."""
+    import ares_data.hub_pull as hub_pull
+
+    _push()
+    monkeypatch.setattr(hub_pull, "BATCH_BYTES", 4_000)  # a few rows a slice
+    written: list[int] = []
+    real = hub_pull.Writer.write_table
+    monkeypatch.setattr(hub_pull.Writer, "write_table", lambda w, t: written.append(t.num_rows) or real(w, t))
+    r = data(["pull", f"{REPO}@v1", "--store", tmp_path / "s1", "--json"])
+    assert r.exit_code == 0, r.output
+    assert sum(written) == 18 + 18 + 6 and max(written) < 18  # scores, rationales, problems
+    assert read_table(Store(tmp_path / "s1").resolve("scores")).to_pylist() == \
+        read_table(lineage["scores"]).to_pylist()
+    _tamper(hub, _set_column("raw_response", ["x" * 100_000] * 18))  # 1.8 MB decoded, ~100 KB declared
+    head = hub.repos[REPO].commits[hub.repos[REPO].tags["v1"]]
+    assert len(head.files[SCORES_SHARD].data) < 20_000
+    monkeypatch.setattr(hub_pull, "MAX_ROW_BYTES", 50_000)
     r = data(["pull", f"{REPO}@v1", "--store", tmp_path / "s2"])
-    assert r.exit_code == 1 and "far more than the file declares" in r.stderr, r.stderr
+    assert r.exit_code == 1, r.output
+    assert f"{SCORES_SHARD}, row 1: decodes to" in r.stderr and "more than 50,000 bytes a row" in r.stderr
     _nothing_published(tmp_path / "s2")
 
 
@@ -462,3 +484,14 @@ def test_push_refuses_a_damaged_version(hub: FakeHub, lineage: dict) -> None:
     r = data(["push", "scores", "--repo", REPO])
     assert r.exit_code == 1 and "scores@v1 is damaged: the data no longer matches its fingerprint" in r.stderr
     assert REPO not in hub.repos
+
+
+def test_content_fingerprint_is_the_same_in_bounded_slices(lineage: dict,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import ares_data.hub as hub_module
+
+    table = read_table(lineage["problems"])  # images: binary values inside structs
+    whole = content_fingerprint("problems", table)
+    real = hub_module._slices
+    monkeypatch.setattr(hub_module, "_slices", lambda column: real(column, max_bytes=1))  # one row a slice
+    assert content_fingerprint("problems", table) == whole
