@@ -225,3 +225,18 @@ def test_hostile_rationale_lines_are_clean_errors(problems: str, tmp_path: Path,
 def test_allow_outside_images_is_in_the_help(source: str) -> None:
     r = data(["ingest", source, "--help"], env={"COLUMNS": "200"})
     assert r.exit_code == 0 and "--allow-outside-images" in r.stdout
+
+
+def test_a_parquet_image_bomb_is_a_clean_error(tmp_path: Path, store_dir: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    bomb = _bomb(tmp_path / "bomb.png").read_bytes()
+    fine = _png(tmp_path / "fine.png").read_bytes()
+    rows = [{"question": f"Q{i}?", "choices": ["a", "b"], "answer": 0,
+             "image": {"bytes": img, "path": None}} for i, img in enumerate([fine, bomb, fine])]
+    src = tmp_path / "train-00000-of-00001.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), src)
+    args = ["ingest", "scienceqa", src, "-o", "sqa"]
+    _refused(args, f"{src}, row 1", "image", "decompression bomb")
+    assert _skipped(args, 2, "image")["counts"]["with_image"] == 2
