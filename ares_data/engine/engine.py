@@ -10,7 +10,10 @@ sending, written as each reply arrives) and in-run de-duplication (identical req
 A request the provider refuses (HTTP 400/413/422: `RequestRejected`, e.g. a too-long prompt or a corrupt
 image) is not retried: its row fails with the provider's message and the run goes on, unless
 `REJECT_STREAK` requests in a row are refused with the same message (a parameter every request carries):
-then the run stops like on an auth error (401/403), an unknown model (404) or an empty account.
+then the run stops like on an auth error (401/403), an unknown model (404) or an empty account. A refusal is
+cached with its request, so a resumed run fails the row again without sending it (`Fresh` items, i.e.
+--retry-failed, ask again); the refusals of a streak that stopped the run are forgotten.
+The API keys in use (`teacher.secrets()`) are replaced by *** in every reply before it is cached or parsed.
 Per row: `task.parse`; a reply failing validation gets one follow-up request stating the error
 (`task.retry_request`), then the row is `status="failed"` with the reason and the raw reply.
 
