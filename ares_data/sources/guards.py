@@ -3,8 +3,9 @@
 * Image paths from the data (`../../x.png`, an absolute path, a problem id of `../../../in`, a symlink
   pointing out) must resolve inside the folders they are relative to, or any file of the machine would be
   embedded into the dataset (and uploaded by `push`). `--allow-outside-images` lifts the check.
-* A JSON line nested too deeply for the parser, and strings holding lone surrogates (`"\\ud800"`: valid JSON,
-  but not encodable as UTF-8, so Arrow cannot store them), are reported with the field they are in.
+* A JSON line nested too deeply for the parser, a number with more digits than Python reads, and strings
+  holding lone surrogates (`"\\ud800"`: valid JSON, but not encodable as UTF-8, so Arrow cannot store them)
+  are reported with the field they are in.
 """
 
 from __future__ import annotations
