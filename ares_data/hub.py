@@ -47,7 +47,7 @@ from .store import Store, Version
 MAX_SHARD_BYTES = 500 * 1024**2
 _REPO_RE = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.\-]*/[A-Za-z0-9][\w.\-]*)(?:@(?P<rev>[\w.\-/]+))?$")
 _RESERVED = {"name", "kind", "version", "fingerprint", "build_key", "parents", "command", "params", "rows",
-             "counts", "files", "tool_version", "created_at"}
+             "counts", "files", "columns", "tool_version", "created_at"}
 
 
 class HubError(AresError):

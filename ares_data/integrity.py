@@ -4,7 +4,8 @@ Cheap, on every read (no hashing):
 - `manifest_problems`: the manifest has what a version needs (`kind`, `fingerprint`, `rows`, `parents`);
 - `size_problems`: the data file exists and every file has the size the manifest records in `files`
   (versions published before `files` existed are checked for what they have);
-- `table_problems`: the data as opened has the manifest's row count and the kind's Arrow schema.
+- `table_problems`: the data as opened has the manifest's row count and the kind's Arrow schema (compared
+  with the `columns` the manifest records, falling back to the kind's schema, which imports `datasets`).
 
 Where it matters (before a version becomes a parent, on push, in `verify`): `fingerprint_problems`
 recomputes the content fingerprint (sha256 over the kind and the data file).
@@ -93,6 +94,8 @@ def table_problems(kind: str, manifest: dict[str, Any], rows: int, schema: pa.Sc
     out = []
     if rows != manifest.get("rows"):
         out.append(f"the data has {rows} rows, the manifest says {manifest.get('rows')}")
+    if manifest.get("columns") == column_types(schema):
+        return out  # as published (no `datasets` import needed to know the kind's schema)
     try:
         want = expected_schema(kind)
     except Exception:  # noqa: BLE001 - unknown kind: nothing to compare against
@@ -101,6 +104,11 @@ def table_problems(kind: str, manifest: dict[str, Any], rows: int, schema: pa.Sc
     if diff:
         out.append(f"schema differs from kind '{kind}': {diff}")
     return out
+
+
+def column_types(schema: pa.Schema) -> dict[str, str]:
+    """Column name -> Arrow type as text (the manifest records it as `columns` when publishing)."""
+    return {f.name: str(f.type) for f in schema}
 
 
 def read_data_shape(folder: Path) -> tuple[int, pa.Schema]:

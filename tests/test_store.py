@@ -150,7 +150,7 @@ def test_head_shows_images_as_their_size_also_inside_lists() -> None:
     from ares_data.commands.store_cmds import _printable
 
     img = Image.new("RGB", (2, 3))
-    out = _printable({"image": img, "images": [img, img], "text": "t", "ids": [1, 2]})
+    out = _printable({"image": img, "images": [img, img], "text": "t", "ids": [1, 2]}, {})
     assert out == {"image": "<image 2x3 RGB>", "images": ["<image 2x3 RGB>"] * 2, "text": "t", "ids": [1, 2]}
 
 

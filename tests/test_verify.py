@@ -220,3 +220,12 @@ def test_gc_removes_what_killed_writers_left_anywhere(store_dir: Path, lineage: 
 def test_help(cmd: str) -> None:
     r = data([cmd, "--help"])
     assert r.exit_code == 0 and "Example" in r.stdout
+
+
+def test_the_read_check_of_a_new_version_needs_no_datasets_import(store_dir: Path, lineage: dict) -> None:
+    """The schema is compared with the manifest's `columns`: `stats` keeps its fast start (no `datasets`)."""
+    assert lineage["scores"].manifest["columns"]["scores"] == "list<item: float>"
+    code = ("import sys; from ares_data.store import Store; from ares_data.stats import read_table; "
+            f"read_table(Store({str(store_dir)!r}).resolve('scores')); print('datasets' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
