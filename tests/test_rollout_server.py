@@ -221,13 +221,23 @@ def test_loop_config_passes_the_engine_to_rollout(tmp_path: Path) -> None:
     rollout.validate()
 
 
-def test_a_vlm_is_refused_by_the_server_engine(tmp_path: Path) -> None:
+def test_a_vlm_samples_through_the_chat_endpoint_with_its_images(tmp_path: Path) -> None:
     from ares_data.sample import SAMPLE_DIR
     from ares_train.tiny import build_tiny_vlm
 
     store = tmp_path / "store"
     assert data(["--store", store, "ingest", "scienceqa", SAMPLE_DIR, "-o", "sqa"]).exit_code == 0
     vlm = build_tiny_vlm(tmp_path / "vlm")
-    r = train(["--store", store, "rollout", "--model", vlm, "--problems", "sqa", "-o", "v",
-               "--engine", "server", "--base-url", "http://127.0.0.1:9/v1"])
-    assert r.exit_code != 0 and "does not send images yet" in r.stderr and "--engine transformers" in r.stderr
+    args = ["--store", store, "--model", vlm, "--problems", "sqa", "--engine", "server", "--serve-cmd", SERVE]
+    r = train(["rollout", *args, "-o", "v", "--k", 2, "--limit", 4, "--max-new-tokens", 6, "--json"])
+    assert r.exit_code == 0, r.output
+    policy = load_policy(vlm)
+    problems = {p["problem_id"]: p for p in Store(store).resolve("sqa").load()}
+    rows = list(Store(store).resolve(r.json()["ref"]).load())
+    assert len(rows) == 8 and any(problems[row["problem_id"]]["image"] is not None for row in rows)
+    for row in rows:  # the server counted as many prompt tokens (images included) as the processor makes
+        assert row["prompt"] == render_prompt(policy, problems[row["problem_id"]])
+        params = json.loads(row["generation_params"])
+        assert params["server"]["prompt"] == "chat" and differences(params) == []
+    r = train(["eval", *args, "-o", "ev", "--limit", 2])
+    assert r.exit_code != 0 and "takes text models only" in r.stderr

@@ -53,7 +53,7 @@ class ServerError(AresError):
 class Protocol:
     """How requests to this server are made (recorded in every row's generation_params["server"])."""
 
-    prompt: str = "token_ids"  # or "text"
+    prompt: str = "token_ids"  # or "text", or "chat" (a VLM's messages with image_url data URIs)
     n: bool = True  # the server returns n choices per request
     dropped: list[str] = field(default_factory=list)  # fields the server rejected by name
     generation_config_field: bool = False  # transformers serve's request field carries the distribution
@@ -65,6 +65,16 @@ class Protocol:
             return set(NEUTRAL)
         sent = {"top_p", "frequency_penalty", "presence_penalty"} | set(SAMPLING_EXTRAS)
         return sent - set(self.dropped)
+
+
+@dataclass
+class Prompt:
+    """One prompt as the in-process path builds it; `messages` (a VLM's problem with its image as an
+    image_url data URI) sends it through the chat endpoint instead of as a completion prompt."""
+
+    ids: list[int]
+    text: str
+    messages: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -106,22 +116,28 @@ class ServerClient:
         return [m.id for m in page.data]
 
     # ---- one completion request ------------------------------------------------------------------
-    def body(self, prompt_ids: list[int], prompt_text: str, n: int, params: dict[str, Any]) -> dict[str, Any]:
-        """The request's keyword arguments for `completions.create` (extra fields in extra_body)."""
+    def body(self, prompt: Prompt, n: int, params: dict[str, Any]) -> dict[str, Any]:
+        """The request's keyword arguments for `completions.create` (extra fields in extra_body), or for
+        `chat.completions.create` when the prompt has messages."""
         p = self.protocol
         extra = {**SAMPLING_EXTRAS, "stop_token_ids": params["stop_token_ids"], "return_token_ids": True}
         if p.generation_config_field:
             extra["generation_config"] = json.dumps(hf_generation_config(params))
         extra = {k: v for k, v in extra.items() if k not in p.dropped}
-        return {"model": self.model, "prompt": prompt_ids if p.prompt == "token_ids" else prompt_text,
-                "n": n if p.n else 1, "max_tokens": params["max_new_tokens"],
+        if prompt.messages is not None:
+            p.prompt = "chat"
+            where: dict[str, Any] = {"messages": prompt.messages}
+        else:
+            where = {"prompt": prompt.ids if p.prompt == "token_ids" else prompt.text}
+        return {"model": self.model, **where, "n": n if p.n else 1, "max_tokens": params["max_new_tokens"],
                 "temperature": params["temperature"], "top_p": params["top_p"], "frequency_penalty": 0.0,
                 "presence_penalty": 0.0, "seed": params.get("request_seed"), "extra_body": extra}
 
     async def complete(self, kwargs: dict[str, Any], key: str) -> dict[str, Any]:
         """One completions request (retried while transient) -> the reply body as a dict."""
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
-        raw = await self._send(lambda: self._client.completions.with_raw_response.create(**kwargs), key)
+        endpoint = self._client.chat.completions if "messages" in kwargs else self._client.completions
+        raw = await self._send(lambda: endpoint.with_raw_response.create(**kwargs), key)
         body = raw.http_response.json()
         if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
             raise ServerError(f"{self.base_url}: unreadable completion reply {str(body)[:200]!r}")
@@ -166,12 +182,11 @@ class ServerClient:
             self.log.write(event, key, attempt=attempt, **({"error": error} if error else {}), **fields)
 
     # ---- adapting to the server ------------------------------------------------------------------
-    async def negotiate(self, prompt_ids: list[int], prompt_text: str, n: int,
-                        params: dict[str, Any]) -> dict[str, Any]:
+    async def negotiate(self, prompt: Prompt, n: int, params: dict[str, Any]) -> dict[str, Any]:
         """Send the first request, adapting the protocol to what the server refuses; its reply."""
         for _ in range(6):
             try:
-                return await self.complete(self.body(prompt_ids, prompt_text, n, params), "negotiate")
+                return await self.complete(self.body(prompt, n, params), "negotiate")
             except RequestRejected as e:
                 if not self._adapt(str(e)):
                     raise ServerError(f"the server refused the request: {e}") from None
@@ -199,7 +214,8 @@ def choices_of(body: dict[str, Any]) -> list[Choice]:
     out = []
     for c in sorted(body["choices"], key=lambda c: c.get("index", 0)):
         ids = c.get("token_ids")
-        out.append(Choice(str(c.get("text") or ""), [int(i) for i in ids] if isinstance(ids, list) else None,
+        text = c.get("text") if "message" not in c else (c.get("message") or {}).get("content")
+        out.append(Choice(str(text or ""), [int(i) for i in ids] if isinstance(ids, list) else None,
                           str(c.get("finish_reason") or ""), c.get("stop_reason")))
     return out
 

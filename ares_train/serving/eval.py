@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..sampling import sampling_params, stop_token_ids
+from .client import Prompt
 from .rollout import Processing, ServerSampler, _sample_and_close
 from .session import Connection, make_sampler
 
@@ -23,7 +24,7 @@ class ServerPredictor:
         self.stops = stop_token_ids(processing)
         self.server: dict[str, Any] = {}
 
-    def _texts(self, prompts: list[tuple[list[int], str]], max_new_tokens: int) -> list[str]:
+    def _texts(self, prompts: list[Prompt], max_new_tokens: int) -> list[str]:
         from ..rollout import response_text
 
         params = {**sampling_params(0.0, max_new_tokens, self.stops), "seed": 0}
@@ -33,9 +34,9 @@ class ServerPredictor:
         self.server = {**sampler.client.describe(), **self.conn.served}
         return [response_text(self.processing.tokenizer, ids[0], set(self.stops)) for ids in out]
 
-    def _encoded(self, texts: list[str]) -> list[tuple[list[int], str]]:
+    def _encoded(self, texts: list[str]) -> list[Prompt]:
         tok = self.processing.tokenizer
-        return [(tok(t, add_special_tokens=False)["input_ids"], t) for t in texts]
+        return [Prompt(tok(t, add_special_tokens=False)["input_ids"], t) for t in texts]
 
     def __call__(self, processing: Any, problems: list[dict], opts: Any) -> list[dict[str, Any]]:
         from ..eval import with_answers

@@ -26,7 +26,7 @@ from ares_data.errors import UsageError
 from ares_data.rationales import build_rationale
 
 from ..sampling import NEUTRAL, UNSET_FIELDS, is_off
-from .client import Choice, ServerClient, ServerError, choices_of
+from .client import Choice, Prompt, ServerClient, ServerError, choices_of
 
 SERVED_DEFAULT = "served default"
 
@@ -94,12 +94,12 @@ class ServerSampler:
     counts: dict[str, int] = field(default_factory=lambda: {"requests": 0, "stop_token_inferred": 0})
     progress: Callable[[int, int], None] | None = None
 
-    async def sample(self, prompts: list[tuple[list[int], str]]) -> list[list[list[int]]]:
+    async def sample(self, prompts: list[Prompt]) -> list[list[list[int]]]:
         """k responses (token ids, ending in their stop token) for every prompt, in order."""
         if not prompts:
             return []
         self.client.model = self._pick_model(await self.client.models())
-        first = await self.client.negotiate(*prompts[0], self.k, self._request_params(0))
+        first = await self.client.negotiate(prompts[0], self.k, self._request_params(0))
         self._check_distribution()
         out: list[Any] = [None] * len(prompts)
         out[0] = await self._complete_from(0, prompts[0], first)
@@ -161,21 +161,20 @@ class ServerSampler:
         for name in missing:
             self.params[name] = SERVED_DEFAULT
 
-    async def _complete_from(self, i: int, prompt: tuple[list[int], str],
-                             first: dict | None) -> list[list[int]]:
-        ids, text = prompt
+    async def _complete_from(self, i: int, prompt: Prompt, first: dict | None) -> list[list[int]]:
+        ids = prompt.ids
         choices: list[Choice] = []
         if first is not None:
             choices += self._checked(first, ids)
         if first is None and self.client.protocol.n:
-            reply = await self.client.complete(self.client.body(ids, text, self.k, self._request_params(i)),
-                                               f"p{i}")
+            body = self.client.body(prompt, self.k, self._request_params(i))
+            reply = await self.client.complete(body, f"p{i}")
             choices += self._checked(reply, ids)
         if len(choices) < self.k:
             if first is not None:
                 self.client.protocol.n = len(choices) >= self.k
             for s in range(len(choices), self.k):
-                body = self.client.body(ids, text, 1, self._request_params(i, s))
+                body = self.client.body(prompt, 1, self._request_params(i, s))
                 choices += self._checked(await self.client.complete(body, f"p{i}s{s}"), ids)[:1]
         return [self._response_ids(c) for c in choices[: self.k]]
 
@@ -221,14 +220,10 @@ class ServerSampler:
 def server_rows(sampler: ServerSampler, problems: Any, *, model: str, fingerprint: str, round: int,
                 drop_repeats: bool, served: dict[str, Any]) -> list[dict[str, Any]]:
     """Sample k responses per problem through the server; the rationales rows, in problem order."""
-    from ..prompting import render_prompt
     from ..rollout import response_text
 
     proc = sampler.processing
-    prompts = []
-    for i in range(len(problems)):
-        text = render_prompt(proc, problems[i])
-        prompts.append((proc.tokenizer(text, add_special_tokens=False)["input_ids"], text))
+    prompts = [problem_prompt(proc, problems[i]) for i in range(len(problems))]
     responses = asyncio.run(_sample_and_close(sampler, prompts))
     params = {**sampler.params, "server": {**sampler.client.describe(), **served}}
     params_json = json.dumps(params, sort_keys=True)
@@ -239,12 +234,37 @@ def server_rows(sampler: ServerSampler, problems: Any, *, model: str, fingerprin
             rows.append(build_rationale(
                 problems[i]["problem_id"], response_text(proc.tokenizer, ids, stops), sample_index=s,
                 round=round, generator=model, generator_fingerprint=fingerprint,
-                generation_params=params_json, prompt=prompts[i][1], token_ids=ids,
+                generation_params=params_json, prompt=prompts[i].text, token_ids=ids,
                 drop_repeats=drop_repeats))
     return rows
 
 
-async def _sample_and_close(sampler: ServerSampler, prompts: list[tuple[list[int], str]]) -> Any:
+def problem_prompt(proc: Processing, problem: dict[str, Any]) -> Prompt:
+    """The prompt of a problem as the in-process path builds it (ids, text); a VLM's also as chat messages
+    with the image as a PNG data URI (the served model's chat template renders the same prompt)."""
+    from ..prompting import build_inputs, build_prompt, problem_image
+
+    enc = build_inputs(proc, [problem])
+    ids = enc["input_ids"][0][enc["attention_mask"][0].bool()].tolist()
+    if not proc.is_vlm:
+        return Prompt(ids, enc.prompts[0])
+    image = problem_image(problem)
+    parts: list[dict[str, Any]] = [] if image is None else [{"type": "image_url", "image_url": {
+        "url": png_data_uri(image)}}]
+    return Prompt(ids, enc.prompts[0], [{"role": "user", "content": [
+        *parts, {"type": "text", "text": build_prompt(problem)}]}])
+
+
+def png_data_uri(image: Any) -> str:
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+async def _sample_and_close(sampler: ServerSampler, prompts: list[Prompt]) -> Any:
     try:
         return await sampler.sample(prompts)
     finally:

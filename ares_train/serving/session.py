@@ -60,17 +60,17 @@ def make_sampler(cfg: Any, conn: Connection, processing: Processing, params: dic
 
 
 def refuse_images(processing: Processing) -> None:
+    """Eval's answer step continues a prompt as text, which a chat endpoint cannot do with images."""
     if processing.is_vlm:
-        raise ConfigError(f"--engine server does not send images yet, and {processing.path} is a "
-                          "vision-language model", hint="roll out or evaluate it in-process (--engine "
-                          "transformers)")
+        raise ConfigError(f"eval --engine server takes text models only, and {processing.path} is a "
+                          "vision-language model", hint="evaluate it in-process (--engine transformers); "
+                          "rollout --engine server takes VLMs (images through the chat endpoint)")
 
 
 def publish_server_rollout(store: Store, cfg: RolloutConfig, problems: Version, fingerprint: str,
                            params: dict[str, Any], *, progress: Progress | None = None,
                            command: list[str] | None = None) -> Version:
     processing = load_processing(cfg.model)
-    refuse_images(processing)
     rows = select_problems(problems, cfg.split, cfg.limit, with_images=processing.is_vlm)
     with connect(cfg, cfg.model) as conn:
         params_now = cfg.generation_params(stop_token_ids(processing))
