@@ -241,3 +241,45 @@ def test_a_vlm_samples_through_the_chat_endpoint_with_its_images(tmp_path: Path)
         assert params["server"]["prompt"] == "chat" and differences(params) == []
     r = train(["eval", *args, "-o", "ev", "--limit", 2])
     assert r.exit_code != 0 and "takes text models only" in r.stderr
+
+
+FAKE_ENGINE = """
+import http.server, json, sys
+model, port = sys.argv[1], int(sys.argv[2])
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"data": [{"id": model}]}).encode()
+        self.send_response(200); self.send_header("content-type", "application/json"); self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+"""
+
+
+@pytest.mark.parametrize("served_as", ["{model}", "another-model"])
+def test_serve_cmd_engine_is_stopped_on_ctrl_c_and_on_a_wrong_model(tmp_path: Path, served_as: str) -> None:
+    """The engine's process group is gone after Ctrl-C inside the block, and after a refused model id."""
+    import sys
+
+    from ares_train.serving.launch import served_checkpoint
+
+    model = tmp_path / "ckpt"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "generation_config.json").write_text(json.dumps({"top_k": 20, "repetition_penalty": 1.2}))
+    script = tmp_path / "engine.py"
+    script.write_text(FAKE_ENGINE)
+    pids: list[int] = []
+    with pytest.raises((KeyboardInterrupt, Exception)) as e:
+        with served_checkpoint(f"{sys.executable} {script} {served_as} {{port}} {{model}}", model,
+                               startup_timeout=60) as served:
+            pids.append(served.pid)
+            pinned = json.loads((Path(served.folder) / "generation_config.json").read_text())
+            assert pinned["top_k"] == 0 and pinned["repetition_penalty"] == 1.0 and pinned["top_p"] == 1.0
+            assert (Path(served.folder) / "config.json").resolve() == (model / "config.json").resolve()
+            raise KeyboardInterrupt
+    if served_as == "{model}":
+        assert e.type is KeyboardInterrupt and pids
+    else:
+        assert "serves ['another-model'], not the checkpoint" in str(e.value) and not pids
+    assert not _processes_mentioning(str(script))
