@@ -3,6 +3,9 @@ there is no OOM on CPU), the errors that name the setting to change."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -106,3 +109,109 @@ def test_fixed_size_above_the_limit_is_capped_and_other_errors_pass_through() ->
 
     with pytest.raises(RuntimeError, match="not memory"):
         MicroBatcher(4).run([1, 2], [1, 1], broken)
+
+
+# ---- the trainer on a tiny model -----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from ares_train.tiny import build_tiny_text_model
+
+    return build_tiny_text_model(tmp_path_factory.mktemp("batching") / "model")
+
+
+def _trainer(store_dir: Path, model: Path, tmp_path: Path, **settings: Any) -> Any:
+    from ares_data.store import Store
+    from ares_train.ppo.run import PPORunConfig, build_trainer
+    from tests.ppo_fixtures import publish_round
+
+    rat, sc = publish_round(Store(store_dir), model, n_problems=4, k=2, failed=0)  # 8 rollouts
+    cfg = PPORunConfig(model=str(model), rationales=rat.ref, scores=sc.ref, output_dir=str(tmp_path / "o"),
+                       save_checkpoints=False, **settings)  # fmt: skip
+    return build_trainer(cfg, Store(store_dir))[0]
+
+
+def test_automatic_micro_batches_give_the_big_batch_loss_and_gradients(
+    store_dir: Path, tiny_model: Path, tmp_path: Path
+) -> None:
+    """One optimizer step over 8 rollouts: one pass of 8 against automatic micro-batching that meets
+    (injected) out-of-memory errors at 8 and, after one micro-batch's gradients were accumulated, at 4."""
+    trainer = _trainer(store_dir, tiny_model, tmp_path, mini_batch_size=8, max_grad_norm=0.0)
+    trainer.behaviour = trainer._behaviour()
+    buf = trainer._score_buffer(0, trainer.rollouts)
+    idx = torch.randperm(8, generator=torch.Generator().manual_seed(1))
+    loss_fn, accumulate = trainer._loss, trainer._accumulate
+    seen: dict[str, Any] = {}
+
+    def loss(inputs: dict[str, torch.Tensor], *args: Any, **kwargs: Any) -> Any:
+        rows, seen["chunk"] = inputs["input_ids"].shape[0], seen["chunk"] + 1
+        if seen["oom"] and (rows > 4 or (rows > 2 and seen["chunk"] > 1)):
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        out, new_lp = loss_fn(inputs, *args, **kwargs)
+        seen["losses"].append(out.loss.detach())
+        return out, new_lp
+
+    def one_attempt(buf: Any, chunks: list[list[int]], n_tokens: int) -> Any:
+        seen.update(chunk=0, losses=[], sizes=[len(c) for c in chunks])
+        return accumulate(buf, chunks, n_tokens)
+
+    def snapshot(*args: Any, **kwargs: Any) -> None:  # instead of the optimizer step: weights stay put
+        seen["grads"] = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+
+    trainer._loss, trainer._accumulate, trainer.optimizer.step = loss, one_attempt, snapshot
+    results = []
+    for batcher, oom in ((MicroBatcher(8, fixed=8), False), (MicroBatcher(8), True)):
+        trainer.train_batches, seen["oom"] = batcher, oom
+        trainer._mini_batch(buf, idx)
+        results.append((torch.stack(seen["losses"]).sum(), seen["grads"], seen["sizes"]))
+    (big_loss, big_grads, big_sizes), (auto_loss, auto_grads, auto_sizes) = results
+    assert big_sizes == [8] and auto_sizes == [2, 2, 2, 2] and trainer.train_batches.halvings == 2
+    assert torch.allclose(auto_loss, big_loss, rtol=1e-5, atol=1e-7)
+    assert big_grads.keys() == auto_grads.keys() and len(big_grads) > 10
+    assert any(g.abs().sum() > 0 for g in big_grads.values())
+    for name, g in big_grads.items():
+        assert torch.allclose(auto_grads[name], g, rtol=1e-4, atol=1e-7), name
+
+
+def test_gradient_checkpointing_reaches_policy_and_value_model(
+    store_dir: Path, tiny_model: Path, tmp_path: Path
+) -> None:
+    trainer = _trainer(store_dir, tiny_model, tmp_path, gradient_checkpointing=True)
+    wrapper = trainer.accelerator.unwrap_model(trainer.model)
+    assert wrapper.policy.is_gradient_checkpointing
+    assert wrapper.value_model.backbone.is_gradient_checkpointing
+
+
+def test_cli_out_of_memory_names_the_setting(
+    store_dir: Path, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ares_data.store import Store
+    from ares_train.ppo.trainer import SentencePPOTrainer
+    from tests.helpers import train
+    from tests.ppo_fixtures import publish_round
+
+    def no_memory(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(SentencePPOTrainer, "_loss", no_memory)
+    rat, sc = publish_round(Store(store_dir), tiny_model, n_problems=2, k=2)
+    args = ["ppo", "--model", tiny_model, "--rationales", rat.ref, "--scores", sc.ref, "--mini-batch-size", 2,
+            "--ppo-epochs", 1]  # fmt: skip
+    fixed = train([*args, "-o", tmp_path / "a", "--micro-batch-size", 2])
+    assert fixed.exit_code == 1
+    assert "Error: the PPO update ran out of memory with --micro-batch-size 2" in fixed.output
+    assert "Tried to allocate 2.00 GiB" in fixed.output and "lower --micro-batch-size" in fixed.output
+    assert "unexpected" not in fixed.output
+    automatic = train([*args, "-o", tmp_path / "b", "--gradient-checkpointing"])
+    assert automatic.exit_code == 1
+    assert "ran out of memory even with 1 rollout per pass" in automatic.output
+    assert "--lora-r" in automatic.output
+
+
+def test_ppo_help_lists_the_memory_options() -> None:
+    from tests.helpers import train
+
+    res = train(["ppo", "--help"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0
+    for flag in ("--gradient-checkpointing", "--micro-batch-size", "--forward-batch-size"):
+        assert flag in res.output
+    assert "0 = automatic" in res.output

@@ -35,6 +35,10 @@ def ppo_cmd(
     ppo_epochs: Annotated[Optional[int], _o("ppo_epochs")] = None,
     mini_batch_size: Annotated[Optional[int], _o("mini_batch_size")] = None,
     micro_batch_size: Annotated[Optional[int], _o("micro_batch_size")] = None,
+    forward_batch_size: Annotated[Optional[int], _o("forward_batch_size")] = None,
+    gradient_checkpointing: Annotated[
+        Optional[bool], _o("gradient_checkpointing", "--gradient-checkpointing/--no-gradient-checkpointing")
+    ] = None,
     buffer_size: Annotated[Optional[int], _o("buffer_size")] = None,
     lr: Annotated[Optional[float], _o("lr")] = None,
     lora_r: Annotated[Optional[int], _o("lora_r")] = None,

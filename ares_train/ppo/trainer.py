@@ -37,10 +37,13 @@ from torch import nn
 from ares_data.errors import InputError
 
 from .algorithm import LossOut, gae, kl_per_token, mean_loss, ppo_loss, response_logprobs, token_rewards
+from .batching import MicroBatcher
 from .trl_base import PPOConfig, PPOTrainer
 from .value import DatasetRewards, ValueModel
 
 __all__ = ["Buffer", "SentencePPOTrainer", "share_rollouts"]
+
+_MEMORY_HINTS = ("pass --gradient-checkpointing", "train a LoRA adapter (--lora-r)", "use shorter rollouts")
 
 
 def share_rollouts(rollouts: list[Any], world: int, rank: int, seed: int) -> tuple[list[Any], int]:
@@ -118,6 +121,7 @@ class SentencePPOTrainer(PPOTrainer):
         log_path: Path | None = None,
         on_step: Callable[[int, int], None] | None = None,
         compute_dtype: Any = None,
+        micro_batch_size: int = 0,
     ) -> None:
         from accelerate import PartialState
         from datasets import Dataset
@@ -131,6 +135,11 @@ class SentencePPOTrainer(PPOTrainer):
         self.forward_batch_size, self.temperature = forward_batch_size, temperature
         self.collate, self.log_path, self.on_step = collate, log_path, on_step
         self.compute_dtype = compute_dtype
+        # micro-batches: the largest that fits (halved on out-of-memory) unless micro_batch_size fixes it
+        self.train_batches = MicroBatcher(self.mini_batch_size, fixed=micro_batch_size or None,
+                                          what="the PPO update", hints=_MEMORY_HINTS)
+        self.score_batches = MicroBatcher(forward_batch_size, what="the no-grad scoring passes",
+                                          setting="forward_batch_size", hints=_MEMORY_HINTS[1:])
         self.behaviour: dict[str, list[torch.Tensor]] | None = None  # per rollout: old + reference log-probs
         self.total_steps = self._planned_steps(args.num_ppo_epochs)
         args.gradient_accumulation_steps, args.num_mini_batches = 1, 1  # we accumulate by hand below
@@ -175,11 +184,12 @@ class SentencePPOTrainer(PPOTrainer):
         with_values: bool,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         sl = slice(prompt_len - 1, prompt_len - 1 + resp_len)
+        keep = {"logits_to_keep": resp_len + 1}  # logits of the response positions only, not the prompt's
         with self._autocast():
             if with_values:
-                out, values = module(**inputs, output_hidden_states=True, use_cache=False)
-                return out.logits[:, sl], values[:, sl].squeeze(-1).float()
-            return module(**inputs, use_cache=False).logits[:, sl], None
+                out, values = module(**inputs, output_hidden_states=True, use_cache=False, **keep)
+                return out.logits[:, :resp_len], values[:, sl].squeeze(-1).float()
+            return module(**inputs, use_cache=False, **keep).logits[:, :resp_len], None
 
     def _values(self, inputs: dict[str, torch.Tensor], prompt_len: int, resp_len: int) -> torch.Tensor:
         value_model = self.accelerator.unwrap_model(self.model).value_model
@@ -197,54 +207,68 @@ class SentencePPOTrainer(PPOTrainer):
         finally:
             self.model.train(was)
 
+    def _no_grad_rows(
+        self, rows: list[Any], passes: Callable[..., dict[str, torch.Tensor]]
+    ) -> dict[str, list[torch.Tensor]]:
+        """`passes(inputs, responses, prompt_len) -> {name: [B, R] tensor}` over `rows` in length-grouped
+        batches under inference mode (as large as fit, see `score_batches`) -> {name: one 1-D tensor per
+        row, in `rows` order}. Response lengths come from the rows (host side): no device sync."""
+        device = self.accelerator.device
+        out: dict[str, list[Any]] = {}
+
+        def run(batches: list[list[int]]) -> None:
+            for batch in batches:
+                inputs, responses, _, _, plen = self.collate([rows[i] for i in batch], device)
+                with torch.inference_mode():
+                    results = passes(inputs, responses, plen)
+                for name, t in results.items():  # clones outside inference mode: ordinary tensors
+                    per_row = out.setdefault(name, [None] * len(rows))
+                    for j, i in enumerate(batch):
+                        per_row[i] = t[j, : rows[i].response_ids.shape[0]].clone()
+
+        lengths = [r.prompt_ids.shape[0] + r.response_ids.shape[0] for r in rows]
+        with self._eval_mode():
+            self.score_batches.run(list(range(len(rows))), lengths, run)
+        return out
+
     @torch.no_grad()
     def _behaviour(self) -> dict[str, list[torch.Tensor]]:
         """Old log-probs (the policy as it sampled the rollouts, i.e. before any update) and reference
         log-probs of every rollout of this process, one 1-D tensor per rollout."""
-        device = self.accelerator.device
         unwrapped = self.accelerator.unwrap_model(self.model)
-        out: dict[str, list[torch.Tensor]] = {"logprobs": [], "ref_logprobs": []}
-        rows = self.rollouts
-        with self._eval_mode():
-            for i in range(0, len(rows), self.forward_batch_size):
-                chunk = rows[i : i + self.forward_batch_size]
-                inputs, responses, mask, _, plen = self.collate(chunk, device)
-                r = responses.shape[1]
-                logits, _ = self._forward(unwrapped.policy, inputs, plen, r, False)
-                lp = response_logprobs(logits, responses, self.temperature)
-                if self.ref_model is None:
-                    with self.null_ref_context():
-                        ref_logits, _ = self._forward(unwrapped.policy, inputs, plen, r, False)
-                else:
-                    ref_logits, _ = self._forward(self.ref_model, inputs, plen, r, False)
-                ref = response_logprobs(ref_logits, responses, self.temperature)
-                for j, n in enumerate(mask.sum(1).tolist()):
-                    out["logprobs"].append(lp[j, :n])
-                    out["ref_logprobs"].append(ref[j, :n])
-        return out
+
+        def passes(inputs: dict[str, torch.Tensor], responses: torch.Tensor, plen: int) -> dict[str, Any]:
+            r = responses.shape[1]
+            logits, _ = self._forward(unwrapped.policy, inputs, plen, r, False)
+            lp = response_logprobs(logits, responses, self.temperature)
+            del logits  # one vocabulary-wide logits tensor alive at a time
+            if self.ref_model is None:
+                with self.null_ref_context():
+                    ref_logits, _ = self._forward(unwrapped.policy, inputs, plen, r, False)
+            else:
+                ref_logits, _ = self._forward(self.ref_model, inputs, plen, r, False)
+            ref = response_logprobs(ref_logits, responses, self.temperature)
+            return {"logprobs": lp, "ref_logprobs": ref}
+
+        return self._no_grad_rows(self.rollouts, passes)
 
     @torch.no_grad()
     def _score_buffer(self, first: int, rows: list[Any]) -> Buffer:
         """Values (the value model now), the behaviour log-probs of rows first.., then rewards and GAE."""
         assert self.behaviour is not None
         device, args = self.accelerator.device, self.args
-        parts: dict[str, list[torch.Tensor]] = {"v": [], "mask": [], "sr": []}
-        with self._eval_mode():
-            for i in range(0, len(rows), self.forward_batch_size):
-                chunk = rows[i : i + self.forward_batch_size]
-                inputs, responses, mask, srew, plen = self.collate(chunk, device)
-                parts["v"] += list(self._values(inputs, plen, responses.shape[1]))
-                parts["mask"] += list(mask)
-                parts["sr"] += list(srew)
-        length = max(m.shape[0] for m in parts["mask"])
+        values = self._no_grad_rows(rows, lambda inputs, responses, plen: {
+            "v": self._values(inputs, plen, responses.shape[1])})["v"]  # fmt: skip
+        length = max(r.response_ids.shape[0] for r in rows)
+        lengths = torch.tensor([r.response_ids.shape[0] for r in rows])
         picked = {k: v[first : first + len(rows)] for k, v in self.behaviour.items()}
         buf = Buffer(
             rows,
-            pad_right(parts["mask"], length, False),
-            pad_right(parts["sr"], length),
+            (torch.arange(length)[None, :] < lengths[:, None]).to(device),
+            pad_right([r.rewards for r in rows], length).to(device),
             pad_right(picked["logprobs"], length),
             pad_right(picked["ref_logprobs"], length),
-            pad_right(parts["v"], length),
+            pad_right(values, length),
         )
         buf.kl = torch.where(buf.mask, kl_per_token(buf.logprobs, buf.ref_logprobs, args.kl_estimator), 0.0)
         buf.rewards = token_rewards(buf.sentence_rewards, buf.kl, buf.mask, args.kl_coef)
@@ -253,27 +277,42 @@ class SentencePPOTrainer(PPOTrainer):
 
     # -- the update --
     def _mini_batch(self, buf: Buffer, idx: torch.Tensor) -> Any:
-        acc, args, device = self.accelerator, self.args, self.accelerator.device
-        micro = args.per_device_train_batch_size
-        chunks = [idx[i : i + micro] for i in range(0, len(idx), micro)]
-        n_tokens = buf.mask[idx].sum().clamp(min=1)  # micro-batch losses add up to the mini-batch mean
-        outs, kls = [], []
-        for j, chunk in enumerate(chunks):
-            inputs, responses, mask, _, plen = self.collate([buf.rows[i] for i in chunk.tolist()], device)
-            ctx = acc.no_sync(self.model) if j < len(chunks) - 1 else contextlib.nullcontext()
-            with ctx:
-                pick = {k: v[chunk, : responses.shape[1]] for k, v in buf.tensors().items()}
-                out, new_lp = self._loss(inputs, responses, mask, plen, pick, n_tokens)
-                acc.backward(out.loss)
-                kl_now = kl_per_token(new_lp.detach(), pick["ref_logprobs"], "k3")  # >= 0 per token
-            kls.append((kl_now * mask).sum(1))
-            outs.append(out)
+        """One optimizer step over the rollouts `idx` of `buf`: gradients accumulated over length-grouped
+        micro-batches (as large as fit, see `train_batches`); the losses are token-weighted, so the result
+        does not depend on the micro-batch size."""
+        rows = idx.tolist()  # a CPU tensor (the shuffled order): no device sync
+        n_tokens = max(sum(buf.rows[i].response_ids.shape[0] for i in rows), 1)  # losses add up to the mean
+        lengths = [buf.rows[i].prompt_ids.shape[0] + buf.rows[i].response_ids.shape[0] for i in rows]
+
+        def accumulate(chunks: list[list[int]]) -> tuple[list[Any], list[torch.Tensor]]:
+            return self._accumulate(buf, chunks, n_tokens)
+
+        outs, kls = self.train_batches.run(rows, lengths, accumulate, reset=self.optimizer.zero_grad)
         self._clip_gradients()
         self.optimizer.step()
         self.lr_scheduler.step()
         self.optimizer.zero_grad()
         self._kl_now.append(torch.cat(kls).mean())
         return mean_loss(outs)
+
+    def _accumulate(
+        self, buf: Buffer, chunks: list[list[int]], n_tokens: int
+    ) -> tuple[list[Any], list[torch.Tensor]]:
+        """Forward + backward over each micro-batch (gradients add up) -> the losses and per-row KLs."""
+        acc, device = self.accelerator, self.accelerator.device
+        outs, kls = [], []
+        for j, chunk in enumerate(chunks):
+            inputs, responses, mask, _, plen = self.collate([buf.rows[i] for i in chunk], device)
+            ctx = acc.no_sync(self.model) if j < len(chunks) - 1 else contextlib.nullcontext()
+            with ctx:
+                index = torch.tensor(chunk, device=device)
+                pick = {k: v[index, : responses.shape[1]] for k, v in buf.tensors().items()}
+                out, new_lp = self._loss(inputs, responses, mask, plen, pick, n_tokens)
+                acc.backward(out.loss)
+                kl_now = kl_per_token(new_lp.detach(), pick["ref_logprobs"], "k3")  # >= 0 per token
+            kls.append((kl_now * mask).sum(1))
+            outs.append(out)
+        return outs, kls
 
     def _loss(
         self,
