@@ -182,8 +182,9 @@ def _checked_files(repo: str, local: Path, p: Planned) -> list[Path]:
 
 
 def _batches(f: Path) -> Iterator[pa.RecordBatch]:
-    """The file's rows in batches whose string and binary values are still dictionary-encoded (so a value
-    repeated a million times is held once), sized from the footer's declared bytes and value counts."""
+    """The file's rows in batches whose top-level string and binary values are still dictionary-encoded (so
+    a value repeated a million times is held once), sized from the footer's declared bytes and value counts
+    (numbers inside lists count by their number of values, however they are encoded)."""
     meta = pq.ParquetFile(f).metadata
     per_row = 1.0
     for i in range(meta.num_row_groups):
@@ -192,9 +193,9 @@ def _batches(f: Path) -> Iterator[pa.RecordBatch]:
                     for j in range(rg.num_columns))  # list elements of numbers count, however encoded
         per_row = max(per_row, (rg.total_byte_size + fixed) / max(1, rg.num_rows))
     size = int(max(1, min(MAX_BATCH_ROWS, BATCH_BYTES // per_row)))
-    leaves = meta.schema
+    leaves = meta.schema  # top-level columns only: Arrow cannot read nested ones as dictionaries in general
     strings = [leaves.column(j).path for j in range(len(leaves))
-               if leaves.column(j).physical_type == "BYTE_ARRAY"]
+               if leaves.column(j).physical_type == "BYTE_ARRAY" and "." not in leaves.column(j).path]
     return pq.ParquetFile(f, read_dictionary=strings).iter_batches(batch_size=size)
 
 

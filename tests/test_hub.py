@@ -495,3 +495,16 @@ def test_content_fingerprint_is_the_same_in_bounded_slices(lineage: dict,
     real = hub_module._slices
     monkeypatch.setattr(hub_module, "_slices", lambda column: real(column, max_bytes=1))  # one row a slice
     assert content_fingerprint("problems", table) == whole
+
+
+def test_pull_reads_batches_that_span_row_groups(lineage: dict, tmp_path: Path) -> None:
+    """A batch spanning row groups (each with its own dictionary) comes back as chunked dictionary columns,
+    which Arrow cannot give for nested columns: only top-level strings are read as dictionaries."""
+    from ares_data.hub_pull import _batches, _bounded
+
+    for kind in ("scores", "rationales"):
+        table = read_table(lineage[kind])
+        path = tmp_path / f"{kind}.parquet"
+        pq.write_table(table, path, row_group_size=5)
+        rows = [t for b in _batches(path) for t in _bounded(b, "shard", 0)]
+        assert pa.concat_tables(rows).cast(table.schema).to_pylist() == table.to_pylist()
