@@ -283,3 +283,13 @@ def test_serve_cmd_engine_is_stopped_on_ctrl_c_and_on_a_wrong_model(tmp_path: Pa
     else:
         assert "serves ['another-model'], not the checkpoint" in str(e.value) and not pids
     assert not _processes_mentioning(str(script))
+
+
+def test_what_is_recorded_of_a_server_holds_no_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ares_train.serving.client import KEY_ENV, ServerClient
+
+    monkeypatch.setenv(KEY_ENV, "sk-server-secret-123456")
+    client = ServerClient("http://me:pw@host:8000/v1?token=sk-server-secret-123456", "m")
+    recorded = json.dumps(client.describe())
+    assert "pw@" not in recorded and "sk-server-secret-123456" not in recorded
+    assert client.describe()["base_url"].startswith("http://host:8000/v1")

@@ -33,6 +33,7 @@ from typing import Any
 
 from ares_data.engine.log import RequestLog
 from ares_data.errors import AresError
+from ares_data.redact import redact_text
 from ares_data.teachers.base import RequestRejected, RetryableError
 from ares_data.teachers.headers import status_error
 from ares_data.teachers.sdk import error_codes, error_message
@@ -109,7 +110,9 @@ class ServerClient:
         await self._client.close()
 
     def describe(self) -> dict[str, Any]:
-        return {"base_url": self.base_url, "model": self.model, **asdict(self.protocol)}
+        """What rows and manifests record of the server (the URL without any user:password@ part)."""
+        url = re.sub(r"//[^/@]*@", "//", self.base_url)
+        return {"base_url": redact_text(url), "model": self.model, **asdict(self.protocol)}
 
     async def models(self) -> list[str]:
         page = await self._send(lambda: self._client.models.list(), "models")
