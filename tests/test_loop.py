@@ -181,7 +181,9 @@ def test_schedules_and_ablations() -> None:
     several = ids(rounds=1, schedule="rl,rl,sft", eval_split="")
     trained = [s for s in several if s.endswith(("ppo", "sft"))]
     assert trained == ["r1s1-ppo", "r1s2-ppo", "r1s3-sft"]
-    with pytest.raises(Exception, match="steps must be 'rl' or 'sft'"):
+    grpo = ids(rounds=1, schedule="grpo,sft", eval_split="")
+    assert grpo[:3] == ["r1s1-rollout", "r1s1-score", "r1s1-grpo"]
+    with pytest.raises(Exception, match="steps must be 'rl', 'grpo' or 'sft'"):
         ids(schedule="rl,dpo")
 
 
