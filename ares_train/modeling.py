@@ -150,7 +150,7 @@ def load_policy(
     stored = stored_dtype(config)
     full_training = trainable and lora is None and not adapter
     load_dtype, compute = _precision(_dtype(dtype), stored, full_training)
-    model = cls.from_pretrained(base, dtype=load_dtype)
+    model = _from_pretrained(cls, base, load_dtype, half=compute is not None or _is_half(load_dtype))
     tokenizer = processor.tokenizer if vlm else AutoTokenizer.from_pretrained(base)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -166,6 +166,27 @@ def load_policy(
     if not (trainable or lora is not None):
         model.eval()
     return Policy(model, tokenizer, processor, vlm, path, base, stored, compute)
+
+
+def _is_half(dtype: Any) -> bool:
+    import torch
+
+    return dtype in (torch.bfloat16, torch.float16)
+
+
+def _from_pretrained(cls: Any, base: str, dtype: Any, *, half: bool) -> Any:
+    """The weights with PyTorch's SDPA attention, or FlashAttention 2 for half-precision compute on CUDA
+    where `flash_attn` is installed; a model that supports neither loads with its default attention."""
+    import importlib.util
+
+    import torch
+
+    flash = half and torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
+    attention = "flash_attention_2" if flash else "sdpa"
+    try:
+        return cls.from_pretrained(base, dtype=dtype, attn_implementation=attention)
+    except (ValueError, ImportError):  # this architecture has no such attention implementation
+        return cls.from_pretrained(base, dtype=dtype)
 
 
 def _load_processor(auto_processor: Any, base: str) -> Any:

@@ -215,3 +215,22 @@ def test_ppo_help_lists_the_memory_options() -> None:
     for flag in ("--gradient-checkpointing", "--micro-batch-size", "--forward-batch-size"):
         assert flag in res.output
     assert "0 = automatic" in res.output
+
+
+def test_models_load_with_sdpa_attention_or_their_default(tiny_model: Path) -> None:
+    from ares_train.modeling import _from_pretrained, load_policy
+
+    assert load_policy(tiny_model, trainable=True).model.config._attn_implementation == "sdpa"
+
+    class NoSdpa:
+        calls: list[dict[str, Any]] = []
+
+        @classmethod
+        def from_pretrained(cls, base: str, **kwargs: Any) -> str:
+            cls.calls.append(kwargs)
+            if "attn_implementation" in kwargs:
+                raise ValueError("NoSdpa does not support an attention implementation through SDPA")
+            return "loaded"
+
+    assert _from_pretrained(NoSdpa, "x", torch.float32, half=True) == "loaded"
+    assert NoSdpa.calls == [{"dtype": torch.float32, "attn_implementation": "sdpa"}, {"dtype": torch.float32}]
