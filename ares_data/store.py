@@ -46,7 +46,7 @@ from .integrity import (
     table_problems,
 )
 from .redact import redact_argv
-from .store_gc import locked, remove_abandoned, tmp_folder
+from .store_gc import drop_if_empty, locked, remove_abandoned, tmp_folder
 
 DEFAULT_STORE = "ares-store"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
@@ -417,6 +417,7 @@ class Store:
         gone = tmp_folder(self.root)
         with locked(self.root / version.name):
             os.replace(version.path, gone / version.path.name)
+            drop_if_empty(self.root / version.name)
         shutil.rmtree(gone, ignore_errors=True)
 
 

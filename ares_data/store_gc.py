@@ -97,6 +97,15 @@ def _empty_name_folder(folder: Path) -> bool:
     return all(p.name == LOCK for p in folder.iterdir())
 
 
+def drop_if_empty(folder: Path) -> bool:
+    """Remove a dataset folder that holds nothing but its lock file (the caller holds the lock)."""
+    if not _empty_name_folder(folder):
+        return False
+    (folder / LOCK).unlink(missing_ok=True)
+    folder.rmdir()
+    return True
+
+
 def collect_garbage(root: Path, *, dry_run: bool = False) -> list[Leftover]:
     """Temporary folders of dead writers (anywhere in the store) and dataset folders with nothing in them.
     Running writers' folders and other hosts' are listed with the reason they stay."""
@@ -116,9 +125,6 @@ def collect_garbage(root: Path, *, dry_run: bool = False) -> list[Leftover]:
         item = Leftover(folder, "empty dataset folder (no version was ever published)")
         if not dry_run:
             with locked(folder, blocking=False) as got:
-                if got and _empty_name_folder(folder):
-                    (folder / LOCK).unlink(missing_ok=True)
-                    folder.rmdir()
-                    item.removed = True
+                item.removed = bool(got) and drop_if_empty(folder)
         found.append(item)
     return found

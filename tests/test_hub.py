@@ -508,3 +508,22 @@ def test_pull_reads_batches_that_span_row_groups(lineage: dict, tmp_path: Path) 
         pq.write_table(table, path, row_group_size=5)
         rows = [t for b in _batches(path) for t in _bounded(b, "shard", 0)]
         assert pa.concat_tables(rows).cast(table.schema).to_pylist() == table.to_pylist()
+
+
+def test_a_pull_failing_part_way_through_publishing_retracts_what_it_published(
+        hub: FakeHub, lineage: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _push("--with-parents")
+    real = Store.commit
+
+    def commit(self: Store, w, name: str, **kw):  # the disk fills up as the last config is published
+        if name == "scores":
+            raise OSError(28, "No space left on device")
+        return real(self, w, name, **kw)
+
+    monkeypatch.setattr(Store, "commit", commit)
+    r = data(["pull", f"{REPO}@v1", "--store", tmp_path / "s2"])
+    assert r.exit_code == 1 and "No space left on device" in r.stderr
+    _nothing_published(tmp_path / "s2")  # sqa@v1 and rats@v1 were published, then taken back
+    monkeypatch.setattr(Store, "commit", real)
+    r = data(["pull", f"{REPO}@v1", "--store", tmp_path / "s2", "--json"])
+    assert [v["ref"] for v in r.json()] == ["sqa@v1", "rats@v1", "scores@v1"]
