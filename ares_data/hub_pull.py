@@ -28,7 +28,8 @@ from .errors import AresError, InputError, UsageError
 from .hub import _RESERVED, HubError, _api, content_fingerprint, endpoint, hub_errors, parse_repo
 from .integrity import DATA_FILE, expected_schema, schema_difference
 from .invariants import check_batch, derived_counts
-from .store import Store, Version, Writer, check_name
+from .store import Store, Version, check_name
+from .store_writer import Writer
 
 BATCH_BYTES = 32 * 1024**2  # rows are decoded and written in slices of at most this many bytes
 MAX_ROW_BYTES = 64 * 1024**2  # one row that declares or decodes to more is refused

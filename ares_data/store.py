@@ -23,14 +23,13 @@ import os
 import re
 import shutil
 import sys
-import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import InputError, NotFoundError, StoreError, UsageError
+from .errors import NotFoundError, StoreError, UsageError
 from .integrity import (
     DATA_FILE,
     MANIFEST,
@@ -47,6 +46,7 @@ from .integrity import (
 )
 from .redact import redact_argv
 from .store_gc import drop_if_empty, locked, remove_abandoned, tmp_folder
+from .store_writer import Writer
 
 DEFAULT_STORE = "ares-store"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
@@ -155,75 +155,6 @@ def _raise_damaged(version: Version, problems: list[str]) -> None:
 def build_key(kind: str, parents: list[dict[str, str]], params: dict[str, Any]) -> str:
     blob = json.dumps({"kind": kind, "parents": parents, "params": params}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
-
-
-@dataclass
-class Writer:
-    """Streams rows of one kind into a temporary folder; `Store.writer` publishes it on success."""
-
-    kind: str
-    tmp: Path
-    rows: int = 0
-    counts: dict[str, int] = field(default_factory=dict)
-    _writer: Any = None
-    _finalized: bool = False
-
-    def __post_init__(self) -> None:
-        from datasets.arrow_writer import ArrowWriter
-
-        from .schema import features_for  # imports `datasets`: kept off the CLI's start-up path
-
-        self.features = features_for(self.kind)
-        self._writer = ArrowWriter(features=self.features, path=str(self.tmp / DATA_FILE))
-
-    @property
-    def batch_size(self) -> int:
-        """Rows per Arrow record batch that row-by-row writes produce (bulk writers can match it)."""
-        return self._writer.writer_batch_size
-
-    def write(self, row: dict[str, Any]) -> None:
-        try:
-            example = self.features.encode_example(row)
-        except Exception as exc:  # noqa: BLE001 - re-raised with the row number
-            raise InputError(f"cannot encode row for kind '{self.kind}': {exc}", row=self.rows) from exc
-        self._writer.write(example)
-        self.rows += 1
-
-    def write_all(self, rows: Iterable[dict[str, Any]]) -> None:
-        for row in rows:
-            self.write(row)
-
-    def write_table(self, table: Any) -> None:
-        """Bulk-write a pyarrow Table already in the kind's columns (e.g. read back from Parquet)."""
-        try:
-            table = table.select(list(self.features)).cast(self.features.arrow_schema)
-        except Exception as exc:  # noqa: BLE001 - missing column or incompatible type
-            raise InputError(f"table does not fit kind '{self.kind}': {exc}", row=self.rows) from exc
-        self._writer.write_table(table)
-        self.rows += table.num_rows
-
-    def count(self, key: str, n: int = 1) -> None:
-        self.counts[key] = self.counts.get(key, 0) + n
-
-    def _finalize(self) -> None:
-        if self._finalized:
-            return
-        self._finalized = True
-        self._writer.finalize()
-        self._writer.close()
-        state = {
-            "_data_files": [{"filename": DATA_FILE}],
-            "_fingerprint": uuid.uuid4().hex[:16],
-            "_format_columns": None,
-            "_format_kwargs": {},
-            "_format_type": None,
-            "_output_all_columns": False,
-            "_split": None,
-        }
-        (self.tmp / "state.json").write_text(json.dumps(state, indent=2))
-        info = {"citation": "", "description": "", "features": self.features.to_dict(), "homepage": "",
-                "license": ""}
-        (self.tmp / "dataset_info.json").write_text(json.dumps(info, indent=2))
 
 
 class Store:
