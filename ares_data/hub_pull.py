@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from .errors import AresError, InputError, UsageError
 from .hub import _RESERVED, HubError, _api, content_fingerprint, endpoint, hub_errors, parse_repo
-from .integrity import DATA_FILE, expected_schema, schema_difference
+from .integrity import DATA_FILE, expected_schema, manifest_problems, schema_difference
 from .invariants import check_batch, derived_counts
 from .store import Store, Version, check_name
 from .store_writer import Writer
@@ -98,7 +98,7 @@ def pull(store: Store, spec: str, name: str | None = None, prefix: str = "") -> 
                 if p.reuse is None:
                     p.writer = stack.enter_context(store.staging(p.manifest["kind"]))
                     _stage(repo, p)
-            return _publish_all(store, repo, rev, plan)
+            return _publish_all(store, repo, rev, plan, commit)
 
 
 def _read_manifests(repo: str, rev: str | None, local: Path) -> dict[str, dict[str, Any]]:
@@ -109,10 +109,11 @@ def _read_manifests(repo: str, rev: str | None, local: Path) -> dict[str, dict[s
             m = json.loads(path.read_text())
         except ValueError as exc:
             raise HubError(f"{where} is not JSON ({exc})") from None
-        missing = [k for k in ("name", "version", "kind", "rows", "content_fingerprint") if k not in m] \
-            if isinstance(m, dict) else ["(not an object)"]
-        if missing or not isinstance(m["rows"], int) or m["rows"] < 0:
-            raise HubError(f"{where} is damaged (missing {missing or 'a row count'})")
+        problems = manifest_problems(m) or [f"the manifest has no '{k}'" for k in
+                                            ("name", "version", "content_fingerprint") if k not in m]
+        if problems or m["rows"] < 0:
+            raise HubError(f"{where} is damaged: {'; '.join(problems) or 'a negative row count'}; "
+                           "nothing was published")
         check_name(m["name"])
         manifests[path.parent.name] = m
     if not manifests:
@@ -267,7 +268,7 @@ def _stage(repo: str, p: Planned) -> None:
                        "nothing was published")
 
 
-def _publish_all(store: Store, repo: str, rev: str | None, plan: list[Planned]) -> list[Version]:
+def _publish_all(store: Store, repo: str, rev: str | None, plan: list[Planned], commit: str) -> list[Version]:
     published: dict[str, Version] = {}
     fresh: list[Version] = []
     try:
@@ -280,7 +281,7 @@ def _publish_all(store: Store, repo: str, rev: str | None, plan: list[Planned]) 
             parents = [published[x["ref"]] for x in m.get("parents", []) if x["ref"] in published]
             w.counts = {k: int(p.counts[k]) for k in _COUNT_KEYS if k in p.counts}  # from the rows
             version = store.commit(w, p.target, parents=parents, params=m.get("params") or {},
-                                   extra=_extra(repo, rev, p))
+                                   extra=_extra(repo, rev, commit, p))
             published[p.ref] = version
             if not version.reused:
                 fresh.append(version)
@@ -291,13 +292,14 @@ def _publish_all(store: Store, repo: str, rev: str | None, plan: list[Planned]) 
     return list(published.values())
 
 
-def _extra(repo: str, rev: str | None, p: Planned) -> dict[str, Any]:
+def _extra(repo: str, rev: str | None, commit: str, p: Planned) -> dict[str, Any]:
     m = p.manifest
     extra = {k: v for k, v in m.items() if k not in _RESERVED | {"content_fingerprint", "hub", "usage"}}
     if "usage" in m or "cost_usd" in m:  # recomputed from the rows, the remote's claim kept below
         extra["usage"] = {k: round(p.counts.get(k, 0), 8) for k in _USAGE_KEYS}
         extra["cost_usd"] = extra["usage"]["cost_usd"]
-    extra["pulled_from"] = {"repo": repo, "revision": rev or "main", "config": p.config, "ref": p.ref,
+    extra["pulled_from"] = {"repo": repo, "revision": rev or "main", "commit": commit, "config": p.config,
+                            "ref": p.ref,
                             "fingerprint": m.get("fingerprint"),
                             "content_fingerprint": m["content_fingerprint"],
                             "command": m.get("command"), "parents": m.get("parents", []),

@@ -527,3 +527,18 @@ def test_a_pull_failing_part_way_through_publishing_retracts_what_it_published(
     monkeypatch.setattr(Store, "commit", real)
     r = data(["pull", f"{REPO}@v1", "--store", tmp_path / "s2", "--json"])
     assert [v["ref"] for v in r.json()] == ["sqa@v1", "rats@v1", "scores@v1"]
+
+
+@pytest.mark.parametrize("change,expected", [
+    (lambda m: m.pop("kind"), "the manifest has no 'kind'"),
+    (lambda m: m.update(parents="rats@v1"), "the manifest's 'parents' is not a list"),
+    (lambda m: m.update(rows=-5), "a negative row count"),
+])
+def test_pull_refuses_a_damaged_remote_manifest(hub: FakeHub, lineage: dict, tmp_path: Path, change,
+                                                expected: str) -> None:
+    _push()
+    _tamper(hub, change_manifest=change)
+    r = data(["pull", f"{REPO}@v1", "--store", tmp_path / "s2"])
+    assert r.exit_code == 1, r.output
+    assert f"{REPO}: ares/scores/manifest.json is damaged: {expected}" in r.stderr, r.stderr
+    _nothing_published(tmp_path / "s2")
