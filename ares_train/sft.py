@@ -189,10 +189,22 @@ def trl_args(cfg: SFTConfig, policy: Any) -> Any:
         weight_decay=cfg.weight_decay, seed=cfg.seed, logging_steps=cfg.logging_steps,
         save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
         report_to=[r.strip() for r in cfg.report_to.split(",") if r.strip()] or "none",
-        **precision(cfg, policy),
+        **precision(cfg, policy), **padding_options(policy),
         activation_checkpointing=cfg.gradient_checkpointing, completion_only_loss=True,
         remove_unused_columns=False, disable_tqdm=True, use_cpu=not _cuda(), dataloader_pin_memory=False,
     )
+
+
+def padding_options(policy: Any) -> dict[str, Any]:
+    """Less padding for text models: padding-free batches (rows concatenated, position ids restarting) where
+    the model attends through FlashAttention, which keeps the rows apart; batches of similar lengths
+    otherwise (SDPA would let concatenated rows attend to each other). VLM rows are tokenized by the
+    collator, so their lengths are unknown beforehand: no change."""
+    if policy.is_vlm:
+        return {}
+    if str(getattr(policy.model.config, "_attn_implementation", "")).startswith("flash_attention"):
+        return {"padding_free": True}
+    return {"train_sampling_strategy": "group_by_length"}
 
 
 def _cuda() -> bool:

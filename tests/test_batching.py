@@ -234,3 +234,20 @@ def test_models_load_with_sdpa_attention_or_their_default(tiny_model: Path) -> N
 
     assert _from_pretrained(NoSdpa, "x", torch.float32, half=True) == "loaded"
     assert NoSdpa.calls == [{"dtype": torch.float32, "attn_implementation": "sdpa"}, {"dtype": torch.float32}]
+
+
+def test_sft_pads_less(tiny_model: Path) -> None:
+    """Text SFT batches rows of similar lengths (SDPA); padding-free rows where FlashAttention keeps them
+    apart; VLM rows (tokenized by the collator) keep TRL's defaults."""
+    from types import SimpleNamespace
+
+    from ares_train.modeling import load_policy
+    from ares_train.sft import SFTConfig, padding_options, trl_args
+
+    policy = load_policy(tiny_model, trainable=True)
+    args = trl_args(SFTConfig(model=str(tiny_model), corrections="c", output_dir="o"), policy)
+    assert args.train_sampling_strategy == "group_by_length" and not args.padding_free
+    flash = SimpleNamespace(is_vlm=False, model=SimpleNamespace(config=SimpleNamespace(
+        _attn_implementation="flash_attention_2")))  # fmt: skip
+    assert padding_options(flash) == {"padding_free": True}
+    assert padding_options(SimpleNamespace(is_vlm=True, model=flash.model)) == {}
