@@ -1,9 +1,9 @@
 """`ares-data verify` and the damaged-version view of `ls`, over a whole store.
 
 `verify_version` runs every check on a version (manifest fields, file sizes, row count, schema, the content
-fingerprint recomputed) and on its lineage (each parent is present and still has the fingerprint this version
-recorded). `survey` lists every dataset with its damaged versions, using the cheap checks only, so one bad
-manifest does not hide the other datasets.
+fingerprint recomputed, every row against its kind's invariants) and on its lineage (each parent is present
+and still has the fingerprint this version recorded). `survey` lists every dataset with its damaged
+versions, using the cheap checks only, so one bad manifest does not hide the other datasets.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import StoreError
+from .errors import InputError, StoreError
+from .integrity import DATA_FILE
 from .store import Store, Version
 
 
@@ -49,12 +50,33 @@ def lineage_problems(store: Store, version: Version) -> list[str]:
     return out
 
 
+def row_problems(version: Version, batch_rows: int = 10_000) -> list[str]:
+    """The first row that breaks its kind's invariants (`ares_data.invariants`), read memory-mapped in
+    batches; [] when every row holds."""
+    import pyarrow as pa
+
+    from .invariants import check_batch
+
+    with pa.memory_map(str(version.path / DATA_FILE)) as source:
+        table = pa.ipc.open_stream(source).read_all()
+    done = 0
+    try:
+        for batch in table.to_batches(max_chunksize=batch_rows):
+            check_batch(version.kind, batch, done, DATA_FILE)
+            done += batch.num_rows
+    except InputError as exc:
+        return [str(exc)]
+    return []
+
+
 def verify_version(store: Store, ref: str) -> Report:
     version, errors = _open(store, ref)
     if version is None:
         return Report(ref, None, None, errors)
     m = version.manifest if isinstance(version.manifest, dict) else {}
     problems = version.deep_problems()
+    if not problems:
+        problems = row_problems(version)
     if isinstance(version.manifest, dict):
         problems += lineage_problems(store, version)
     return Report(version.ref, m.get("kind"), m.get("rows"), problems)

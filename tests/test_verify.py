@@ -229,3 +229,16 @@ def test_the_read_check_of_a_new_version_needs_no_datasets_import(store_dir: Pat
             f"read_table(Store({str(store_dir)!r}).resolve('scores')); print('datasets' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
+
+
+def test_verify_checks_rows_against_the_kind_invariants(store_dir: Path) -> None:
+    """A version written by other code (here: straight through the store) that breaks its kind's rules."""
+    store = Store(store_dir)
+    lineage = build_lineage(store)
+    rows = score_rows(list(lineage["rationales"].load()))
+    rows[4]["scores"] = [1.5] + rows[4]["scores"][1:]
+    store.publish("odd", "scores", rows, parents=[lineage["rationales"]])
+    r = data(["verify", "odd", "--json"])
+    assert r.exit_code == 1
+    assert r.json()[0]["problems"] == [f"{DATA_FILE}, row 5, field 'scores[0]': 1.5 is outside [0, 1]"]
+    assert data(["verify", "scores"]).exit_code == 0
