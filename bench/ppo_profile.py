@@ -7,7 +7,8 @@ backward, gradient clipping, the optimizer and the PPO arithmetic (`gae`, `ppo_l
 attributed to the policy or the value model through the autograd sequence numbers of the forward ops that
 made them. Host syncs are counted as `aten::_local_scalar_dense` (`.item()`, `.tolist()`, `float(t)`, bool
 checks) and `aten::nonzero` (boolean indexing) events. Percentages are of the profiled `train()` time
-(CPU time of the main thread's ranges; on CUDA also device time per kernel family).
+(wall time of the main thread's ranges). On CUDA every labelled range ends with `torch.cuda.synchronize()`,
+so its time includes its kernels (those added syncs cost a little), and the op table is by CUDA time.
 
     python bench/ppo_profile.py                      # CPU, ~100M Qwen2-shaped model
     python bench/ppo_profile.py --preset gpu-0.5b --dtype bfloat16 --mini-batch-size 16   # on a GPU
@@ -48,12 +49,23 @@ LABELS = frozenset(
 )
 
 
+def _settle() -> None:
+    """Wait for queued kernels (CUDA), so a range's time includes the work it launched."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def _ranged(fn: Any, label: str) -> Any:
     import torch
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _settle()
         with torch.profiler.record_function(label):
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            _settle()
+            return result
 
     return wrapper
 
@@ -64,9 +76,11 @@ def _hook_module(module: Any, label: str) -> None:
     stack: list[Any] = []
 
     def pre(*_: Any) -> None:
+        _settle()
         stack.append(torch.profiler.record_function(label).__enter__())
 
     def post(*_: Any) -> None:
+        _settle()
         stack.pop().__exit__(None, None, None)
 
     module.register_forward_pre_hook(pre)
