@@ -184,21 +184,38 @@ def _checked_files(repo: str, local: Path, p: Planned) -> list[Path]:
 
 
 def _batches(f: Path) -> Iterator[pa.RecordBatch]:
-    """The file's rows in batches whose top-level string and binary values are still dictionary-encoded (so
-    a value repeated a million times is held once), sized from the footer's declared bytes and value counts
-    (numbers inside lists count by their number of values, however they are encoded)."""
+    """The file's rows, one row group at a time, in batches whose string and binary values are still
+    dictionary-encoded (so a value repeated a million times is held once), sized from the footer's declared
+    bytes and value counts (numbers inside lists count by their number of values, however encoded)."""
     meta = pq.ParquetFile(f).metadata
     per_row = 1.0
     for i in range(meta.num_row_groups):
         rg = meta.row_group(i)
         fixed = sum(rg.column(j).num_values * _WIDTH.get(rg.column(j).physical_type, 0)
-                    for j in range(rg.num_columns))  # list elements of numbers count, however encoded
+                    for j in range(rg.num_columns))
         per_row = max(per_row, (rg.total_byte_size + fixed) / max(1, rg.num_rows))
     size = int(max(1, min(MAX_BATCH_ROWS, BATCH_BYTES // per_row)))
-    leaves = meta.schema  # top-level columns only: Arrow cannot read nested ones as dictionaries in general
-    strings = [leaves.column(j).path for j in range(len(leaves))
-               if leaves.column(j).physical_type == "BYTE_ARRAY" and "." not in leaves.column(j).path]
-    return pq.ParquetFile(f, read_dictionary=strings).iter_batches(batch_size=size)
+    leaves = [meta.schema.column(j).path for j in range(len(meta.schema))
+              if meta.schema.column(j).physical_type == "BYTE_ARRAY"]
+    top = [p for p in leaves if "." not in p]
+    for i in range(meta.num_row_groups):
+        yield from _row_group(f, i, size, leaves, top)
+
+
+def _row_group(f: Path, i: int, size: int, leaves: list[str], top: list[str]) -> Iterator[pa.RecordBatch]:
+    """Row group `i`; nested strings as dictionaries too, unless Arrow cannot (a column whose pages fall back
+    from dictionary to plain encoding): then the rest of the group is read with top-level ones only."""
+    done = 0
+    try:
+        for batch in pq.ParquetFile(f, read_dictionary=leaves).iter_batches(batch_size=size, row_groups=[i]):
+            yield batch
+            done += batch.num_rows
+    except pa.ArrowNotImplementedError:
+        for batch in pq.ParquetFile(f, read_dictionary=top).iter_batches(batch_size=size, row_groups=[i]):
+            skip = min(done, batch.num_rows)
+            done -= skip
+            if skip < batch.num_rows:
+                yield batch.slice(skip)
 
 
 _WIDTH = {"BOOLEAN": 1, "INT32": 4, "FLOAT": 4, "INT64": 8, "DOUBLE": 8, "INT96": 12}
