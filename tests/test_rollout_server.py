@@ -114,6 +114,7 @@ def test_base_url_rollout_then_ppo_then_a_dying_server(env: dict[str, Any], tmp_
     assert r.exit_code == 0, r.output
     out = r.json()
     assert out["rows"] == 6 and out["counts"]["requests"] == 6  # n ignored by this server: k requests
+    assert 6 <= out["counts"]["completion_tokens"] <= 6 * 8  # the server's own count of sampled tokens
     check_rows(env, out["ref"])
     server = json.loads((Path(out["path"]) / "manifest.json").read_text())["server"]
     assert server["base_url"] == env["url"] and server["model"] == str(env["model"])

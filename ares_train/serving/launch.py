@@ -162,7 +162,13 @@ def served_checkpoint(template: str, checkpoint: str | Path, *, startup_timeout:
                 base_url = f"http://127.0.0.1:{port}/v1"
                 ids = wait_ready(proc, base_url, log, startup_timeout)
                 model_id = _served_id(ids, folder)
-                yield Served(base_url, model_id, str(folder), argv, proc.pid)
+                try:
+                    yield Served(base_url, model_id, str(folder), argv, proc.pid)
+                except ServerError as e:
+                    if proc.poll() is None:
+                        raise
+                    raise ServerDied(f"{e}; the engine exited with code {proc.returncode}, its last output:\n"
+                                     f"{_tail(log)}") from None
                 if proc.poll() is not None:
                     raise ServerDied(f"the serving engine exited with code {proc.returncode} during the run; "
                                      f"its last output:\n{_tail(log)}")

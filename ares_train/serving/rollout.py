@@ -91,7 +91,8 @@ class ServerSampler:
     served_model: str = ""  # the model id to ask for ("" = the only one the server lists)
     pinned: bool = False
     allow_off_policy: bool = False
-    counts: dict[str, int] = field(default_factory=lambda: {"requests": 0, "stop_token_inferred": 0})
+    counts: dict[str, int] = field(default_factory=lambda: {"requests": 0, "completion_tokens": 0,
+                                                            "stop_token_inferred": 0})
     progress: Callable[[int, int], None] | None = None
 
     async def sample(self, prompts: list[Prompt]) -> list[list[list[int]]]:
@@ -186,6 +187,7 @@ class ServerSampler:
         served = reply.get("prompt_token_ids") or next(
             (c.get("prompt_token_ids") for c in reply["choices"] if c.get("prompt_token_ids")), None)
         used = (reply.get("usage") or {}).get("prompt_tokens")
+        self.counts["completion_tokens"] += int((reply.get("usage") or {}).get("completion_tokens") or 0)
         if (served is not None and list(served) != prompt_ids) or (served is None and used is not None
                                                                    and used != len(prompt_ids)):
             raise ServerError(
