@@ -294,3 +294,23 @@ def test_what_is_recorded_of_a_server_holds_no_credentials(monkeypatch: pytest.M
     recorded = json.dumps(client.describe())
     assert "pw@" not in recorded and "sk-server-secret-123456" not in recorded
     assert client.describe()["base_url"].startswith("http://host:8000/v1")
+
+
+def test_an_engine_that_exits_mid_run_is_named_in_the_error(tmp_path: Path) -> None:
+    import signal
+    import sys
+
+    from ares_train.serving.client import ServerError
+    from ares_train.serving.launch import served_checkpoint
+
+    model = tmp_path / "ckpt"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    script = tmp_path / "engine.py"
+    script.write_text(FAKE_ENGINE)
+    with pytest.raises(ServerError, match=r"stopped answering; the engine exited with code -9"):
+        cmd = f"{sys.executable} {script} {{model}} {{port}}"
+        with served_checkpoint(cmd, model, startup_timeout=60) as s:
+            os.kill(s.pid, signal.SIGKILL)
+            time.sleep(0.5)
+            raise ServerError("the server stopped answering")
