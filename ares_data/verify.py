@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import InputError, StoreError
+from .errors import InputError, StoreError, UsageError
 from .integrity import DATA_FILE
 from .store import Store, Version
 
@@ -86,8 +86,6 @@ def selected_refs(store: Store, ref: str | None, every: bool) -> list[str]:
     if every:
         return [f"{name}@v{v}" for name in store.names() for v in store.versions(name)]
     if ref is None:
-        from .errors import UsageError
-
         raise UsageError("name a version to verify, or pass --all", hint="ares-data verify scores@v3")
     version = store.resolve(ref, check=False)
     return [version.ref]
