@@ -268,6 +268,7 @@ def run_sft(store: Store, cfg: SFTConfig, *, progress: Progress | None = None) -
         raise ConfigError(f"--resume: no checkpoint-* folder in {out}", hint="run without --resume first")
     source = (store.resolve_kind(cfg.corrections, "corrections") if cfg.corrections
               else store.resolve_kind(cfg.rationales, "rationales"))
+    source.verify_fingerprint()  # the checkpoint records its fingerprint: it must still hold
     base_fp = weights_fingerprint(cfg.model)
     policy = load_policy(cfg.model, lora=cfg.lora_options(), dtype=cfg.dtype, trainable=True)
     data = build_records(store, source, policy)

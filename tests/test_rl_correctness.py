@@ -260,3 +260,22 @@ def test_a_gathered_state_dict_is_what_gets_saved(text_model: Path, tmp_path: Pa
     assert torch.equal(loaded.score.weight, value.score.weight - 1.0)
     for k, v in value.backbone.state_dict().items():
         assert torch.equal(loaded.backbone.state_dict()[k], v - 1.0)
+
+
+def test_training_refuses_datasets_whose_bytes_changed(store_dir: Path, text_model: Path,
+                                                      tmp_path: Path) -> None:
+    """ppo and sft record the fingerprints of what they train on: a flipped byte that keeps the size, rows
+    and schema (so the cheap read check passes) is caught before training."""
+    from ares_data.integrity import DATA_FILE
+
+    rat, sc = publish_round(Store(store_dir), text_model, n_problems=2, k=2, failed=0)
+    path = rat.path / DATA_FILE
+    blob = bytearray(path.read_bytes())
+    blob[blob.index(b"So the answer is")] ^= 0x01  # every fixture response says it
+    path.write_bytes(bytes(blob))
+    r = train(["ppo", "--model", text_model, "--rationales", rat.ref, "--scores", sc.ref,
+               "-o", tmp_path / "p"])
+    assert r.exit_code == 1 and f"{rat.ref} is damaged" in r.stderr, r.output
+    r = train(["sft", "--model", text_model, "--rationales", rat.ref, "-o", tmp_path / "s"])
+    assert r.exit_code == 1 and f"{rat.ref} is damaged" in r.stderr, r.output
+    assert not (tmp_path / "p" / "ares-checkpoint.json").exists()

@@ -318,6 +318,8 @@ def build_trainer(
     store = store or Store()
     rationales = store.resolve_kind(cfg.rationales, "rationales")
     scores = store.resolve_kind(cfg.scores, "scores")
+    for version in (rationales, scores):  # the checkpoint records these fingerprints: they must still hold
+        version.verify_fingerprint()
     outdir = Path(cfg.output_dir)
     policy = load_policy(cfg.model, lora=cfg.lora_options(), dtype=cfg.dtype, trainable=True)
     data = load_rollouts(
