@@ -9,7 +9,8 @@
 4. sample rationales from the final policy, have the teacher score them, and judge them against the first
    round's rationales of the warm-started policy (both presentation orders);
 5. write OUT/report/report.json and OUT/report/rounds.png: reward and accuracy of the policy after each
-   round (round 0: the warm-started policy; see `policy_rounds`).
+   round, numbered as `loop` numbers rounds (round 0: the warm-started policy, before round 1; its reward
+   is that of round 1's rollouts; see `policy_rounds`).
 
 Everything is resumable: running the demo again with the same OUT reuses what is done. The tiny model is
 far too small to reason; the demo shows the machinery (datasets, teacher feedback, PPO, SFT, evaluation,
@@ -163,12 +164,13 @@ def run_demo(opts: DemoOptions, reporter: Any = None) -> dict[str, Any]:
 
 
 def policy_rounds(rows: list[dict[str, Any]], final_reward: float | None) -> list[dict[str, Any]]:
-    """One row per policy: round 0 is the warm-started policy, round r the policy after round r. The loop
-    records a round's reward on the rollouts it trains on (the policy before that round's PPO), so the
-    reward of the policy after round r is the next round's, and the last one's is `final_reward` (the
-    final policy's rollouts, scored by the demo)."""
+    """One row per policy, numbered as `loop` numbers its rounds: round 0 is the warm-started policy (before
+    round 1), round r the policy after round r. A policy's reward is the mean sentence score of the next
+    round's rollouts, which it samples (`rollouts_round`: the loop records round r+1's reward on them); the
+    last policy's are the final rollouts, sampled and scored by the demo as round R+1 (`final_reward`)."""
     rewards = [r["reward"] for r in rows[1:]] + [final_reward]
-    return [{**row, "reward": reward} for row, reward in zip(rows, rewards, strict=True)]
+    return [{**row, "reward": reward, "rollouts_round": row["round"] + 1}
+            for row, reward in zip(rows, rewards, strict=True)]
 
 
 def write_report(out: Path, report: dict[str, Any], store: Store, warm: Path, problems: Version) -> dict:
@@ -197,7 +199,8 @@ def plot_rounds(rounds: list[dict[str, Any]], path: Path) -> Path:
         ax.plot(*zip(*acc, strict=True), "o-", color="tab:blue", label="accuracy (eval)")
     if rew:
         ax.plot(*zip(*rew, strict=True), "s--", color="tab:orange", label="reward (mean sentence score)")
-    ax.set_xlabel("round (0 = warm-started policy)")
+    ax.set_xlabel("policy after round r (0 = warm start); reward from round r+1's rollouts")
+    ax.set_ylabel("mean sentence score / accuracy")
     ax.set_ylim(0, 1)
     ax.set_xticks([r["round"] for r in rounds])
     ax.set_title("ARES demo: reward and accuracy per round")

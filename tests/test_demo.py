@@ -25,6 +25,7 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path: Path) -> None:
     run = json.loads((out / "run" / "run.json").read_text())
     first_score = next(s for s in run["stages"] if s["id"] == "r1s1-score")["metrics"]["mean_score"]
     assert report["rounds"][0]["reward"] == first_score and report["rounds"][0]["accuracy"] is not None
+    assert [x["rollouts_round"] for x in report["rounds"]] == [1, 2]  # loop's numbering of the rollouts
     final = Store(report["paths"]["store"]).resolve(report["final_scores"])
     assert final.manifest["parents"][0]["ref"] == report["judge"]["a"]  # final rationales, scored
     assert report["rounds"][1]["reward"] is not None and report["rounds"][1]["accuracy"] is not None

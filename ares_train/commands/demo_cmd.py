@@ -53,8 +53,8 @@ def demo_cmd(
     if as_json:
         emit_json(report)
         return
-    render_rounds(report["rounds"], f"ARES demo ({teacher} teacher); round 0 = the warm-started policy",
-                  reward="reward (mean sentence score of its rollouts)")
+    render_rounds(report["rounds"], f"ARES demo ({teacher} teacher): the policy after each round "
+                  "(round 0 = the warm start)", reward="reward (mean sentence score of round r+1's rollouts)")
     render_judge(report["judge"])
     c = console()
     for name, path in report["paths"].items():
