@@ -251,3 +251,21 @@ def test_sft_pads_less(tiny_model: Path) -> None:
         _attn_implementation="flash_attention_2")))  # fmt: skip
     assert padding_options(flash) == {"padding_free": True}
     assert padding_options(SimpleNamespace(is_vlm=True, model=flash.model)) == {}
+
+
+def test_reference_pass_is_skipped_only_when_the_reference_is_the_initial_policy(
+    store_dir: Path, tiny_model: Path, tmp_path: Path
+) -> None:
+    from ares_train.tiny import build_tiny_text_model
+
+    other = build_tiny_text_model(tmp_path / "other", seed=1)
+    for ref_model, same in ((None, True), (str(other), False)):
+        trainer = _trainer(store_dir, tiny_model, tmp_path, ref_model=ref_model)
+        assert trainer.reference.initial_policy is same
+        calls: list[int] = []
+        trainer.ref_model.register_forward_hook(lambda *_, seen=calls: seen.append(1))
+        behaviour = trainer._behaviour()
+        assert len(calls) == (0 if same else 1)  # 8 rollouts: one no-grad batch
+        pairs = list(zip(behaviour["logprobs"], behaviour["ref_logprobs"], strict=True))
+        assert len(pairs) == 8
+        assert all(torch.equal(a, b) for a, b in pairs) is same

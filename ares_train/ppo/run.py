@@ -209,6 +209,7 @@ class Reference:
     module: Any
     model: str
     how: str
+    initial_policy: bool = False  # the policy's own starting weights: its log-probs are the old log-probs
 
     def describe(self) -> dict[str, Any]:
         from ..modeling import weights_fingerprint
@@ -224,7 +225,7 @@ def resolve_reference(cfg: PPORunConfig, policy: Any) -> Reference:
     fresh_adapter = cfg.lora_options() is not None and policy.path == policy.base_path
     if _same_model(ref, cfg.model) and policy.path == policy.base_path:
         how = "adapter-disabled policy" if fresh_adapter else "frozen copy of the initial policy"
-        return Reference(None, ref, how)
+        return Reference(None, ref, how, initial_policy=True)
     if policy.is_lora and _same_model(ref, policy.base_path):  # the adapter's base is the reference
         return Reference(None, ref, "adapter-disabled policy")
     return Reference(load_policy(ref, dtype=cfg.dtype).model, ref, "loaded")

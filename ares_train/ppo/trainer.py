@@ -242,6 +242,8 @@ class SentencePPOTrainer(PPOTrainer):
             logits, _ = self._forward(unwrapped.policy, inputs, plen, r, False)
             lp = response_logprobs(logits, responses, self.temperature)
             del logits  # one vocabulary-wide logits tensor alive at a time
+            if getattr(getattr(self, "reference", None), "initial_policy", False):
+                return {"logprobs": lp, "ref_logprobs": lp}  # same weights, same log-probs: one pass
             if self.ref_model is None:
                 with self.null_ref_context():
                     ref_logits, _ = self._forward(unwrapped.policy, inputs, plen, r, False)
