@@ -3,8 +3,9 @@
 The checker and the task's records, then the learning test: a tiny model warm-started by SFT on rationales
 with half their steps wrong, then two rounds of rollout -> checker scores (import-scores) -> sentence-level
 PPO. The same setup is run three times from the same warm start with the same rollout seeds: with the
-checker's reward, with its sign flipped and with it zeroed. The reward must rise with the reward, and end
-clearly above both controls, so a trainer that ignored the reward (no rise) or flipped it (a fall) fails.
+checker's reward, with its sign flipped and with it zeroed. The mean sentence score must rise with the
+checker's reward and end clearly above both controls, so a trainer that ignored the reward (no rise) or
+flipped it (a fall) fails.
 Margins were checked on seeds 0-3 (BENCHMARKS.md, Learning); the seed is fixed here.
 """
 
@@ -95,16 +96,20 @@ def test_two_ppo_rounds_raise_the_reward_and_a_flipped_or_zeroed_reward_does_not
     from ares_train.tasks.learning import VARIANTS, prepare, quick_settings, run_rounds
 
     prep = prepare(tmp_path, quick_settings(), seed=0)
-    final = {}
+    runs = {}
     for sign in (1.0, -1.0, 0.0):
         out = tmp_path / f"run{sign:g}"
         rounds = list(run_rounds(prep, quick_settings(sign), VARIANTS["ppo-sentence"], out, seed=0))
         assert [r.round for r in rounds] == [0, 1, 2]
-        final[sign] = rounds[-1].mean_score
-        warm = rounds[0].mean_score
-    assert 0.1 < warm < 0.6  # the warm start is a mixture of right and wrong steps
-    assert final[1.0] - warm >= 0.04, final
-    assert final[1.0] - final[-1.0] >= 0.15, final
-    assert final[1.0] - final[0.0] >= 0.04, final
-    assert final[0.0] - warm < 0.08, final  # no systematic rise without a reward (0.08: ~2.5 s.e.)
-    assert final[-1.0] < warm, final
+        runs[sign] = [r.mean_score for r in rounds]
+    warm = runs[1.0][0]
+    assert all(run[0] == warm for run in runs.values())  # one warm start, the same rollout seeds
+    assert 0.1 < warm < 0.6, runs  # the warm start is a mixture of right and wrong steps
+    up, down, zero = runs[1.0], runs[-1.0], runs[0.0]
+    assert up[2] - warm >= 0.03, runs  # the reward rises
+    assert up[2] - down[2] >= 0.12, runs  # ... far above the same setup with the sign flipped
+    assert down[2] <= warm - 0.05, runs  # which lowers it
+    # above the zeroed reward (whose policy does not change: its scores differ from the warm start's only
+    # by sampling, rounds 1-2 averaged to halve that noise), and no systematic rise without a reward
+    assert (up[1] + up[2]) - (zero[1] + zero[2]) >= 0.04, runs
+    assert abs(zero[2] - warm) < 0.1, runs

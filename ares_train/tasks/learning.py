@@ -86,10 +86,10 @@ class LearningSettings:
 
 
 def quick_settings(reward_sign: float = 1.0) -> LearningSettings:
-    """The learning tests' setup: small enough for CI (a weaker warm start, two rounds, a higher LR)."""
-    return LearningSettings(problems=32, warm_problems=256, sft_epochs=16, sft_lr=5e-3, rounds=2, k=4,
+    """The learning tests' setup: small enough for CI (half the problems, a weaker warm start, two rounds)."""
+    return LearningSettings(problems=32, warm_problems=256, sft_epochs=24, sft_lr=5e-3, rounds=2, k=4,
                             reward_sign=reward_sign, measure_kl=False,
-                            train={"lr": 6e-4, "ppo_epochs": 4, "mini_batch_size": 32, "kl_coef": 0.05,
+                            train={"lr": 3e-4, "ppo_epochs": 4, "mini_batch_size": 32, "kl_coef": 0.05,
                                    "lr_scheduler": "constant", "save_checkpoints": False})
 
 
