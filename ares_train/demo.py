@@ -10,7 +10,10 @@
    round's rationales of the warm-started policy (both presentation orders);
 5. write OUT/report/report.json and OUT/report/rounds.png: reward and accuracy of the policy after each
    round, numbered as `loop` numbers rounds (round 0: the warm-started policy, before round 1; its reward
-   is that of round 1's rollouts; see `policy_rounds`).
+   is that of round 1's rollouts; see `policy_rounds`);
+6. unless `learning` is off, the second part (`ares_train.demo_controlled`): a few rounds of sentence-level
+   PPO on a controlled task with a programmatic checker, where the reward does rise; its per-round table
+   goes into report.json ("learning") and OUT/report/learning.png.
 
 Everything is resumable: running the demo again with the same OUT reuses what is done. The tiny model is
 far too small to reason; the demo shows the machinery (datasets, teacher feedback, PPO, SFT, evaluation,
@@ -25,6 +28,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ares_data.store import Store, Version
+
+from .demo_controlled import SCIENCEQA_MEASURES, plot_learning, run_controlled
 
 GOLD_TEACHER = "gold:reference_rationale"
 
@@ -41,6 +46,8 @@ class DemoOptions:
     warm_epochs: float = 40.0
     eval_split: str = "val,test"
     threads: int = 1  # torch CPU threads: one is fastest for a model this small on a busy machine
+    learning: bool = True  # the second part: sentence-level PPO on the controlled task (`demo_controlled`)
+    learning_rounds: int = 6
 
 
 class DemoReporter(Protocol):
@@ -155,10 +162,13 @@ def run_demo(opts: DemoOptions, reporter: Any = None) -> dict[str, Any]:
     judgments, summary = run_judge(store, final_out["rationales"], first, teacher, name="demo-judge",
                                    on_progress=(lambda s: tick(s.done, s.total)) if tick else None)
     rounds = policy_rounds(round_table(manifest), final_metrics["mean_score"])
-    report = {"options": {k: str(v) for k, v in asdict(opts).items()}, "rounds": rounds,
+    report = {"options": {k: str(v) for k, v in asdict(opts).items()}, "measures": SCIENCEQA_MEASURES,
+              "rounds": rounds,
               "final_scores": final_scores["scores"],
               "judge": {"a": final_out["rationales"], "b": first, "ref": judgments.ref, **summary},
               "final_model": manifest["final_model"], "paths": {}}
+    if opts.learning:
+        report["learning"] = run_controlled(opts.out, opts.learning_rounds, reporter=reporter)
     report["paths"] = write_report(opts.out, report, store, warm, problems)
     return report
 
@@ -181,6 +191,8 @@ def write_report(out: Path, report: dict[str, Any], store: Store, warm: Path, pr
              "run_manifest": str(out / "run" / "run.json"), "warm_model": str(warm),
              "final_model": report["final_model"], "problems": problems.ref,
              "datasets": [f"{n}@v{v}" for n in store.names() for v in store.versions(n)]}
+    if "learning" in report:
+        paths["learning_plot"] = str(plot_learning(report["learning"]["rounds"], folder / "learning.png"))
     (folder / "report.json").write_text(json.dumps({**report, "paths": paths}, indent=2, default=str) + "\n")
     return paths
 

@@ -4,7 +4,7 @@
 
 Runs `ares demo --out OUT --json` from an empty OUT (Python start-up and imports included), then a second
 time in the same OUT (everything reused), and prints wall times, the load average, and each loop stage's
-seconds from OUT/run/run.json.
+seconds from OUT/run/run.json, and the second part's (controlled task) seconds and table.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ def main() -> None:
     for s in stages:
         by_kind[s["kind"]] = by_kind.get(s["kind"], 0.0) + (s["seconds"] or 0.0)
     loop_s = sum(by_kind.values())
+    learning = report.get("learning", {})
     print(json.dumps({
         "first_run_s": round(first, 1), "rerun_s": round(second, 1),
         "load_average_before_after": [round(load0, 2), round(load1, 2)],
@@ -52,6 +53,8 @@ def main() -> None:
         "outside_loop_s (imports, ingest, tiny model, warm-start SFT, final rollout, judge, report)":
             round(first - loop_s, 1),
         "rounds": report["rounds"], "judge_rates": report["judge"]["rates"],
+        "learning_part_s (warm-start SFT, rollouts, checker, PPO, KL)": learning.get("seconds"),
+        "learning_rounds": [{k: round(v, 3) for k, v in r.items()} for r in learning.get("rounds", [])],
     }, indent=2))
 
 

@@ -12,7 +12,8 @@ from ares_train.demo import gold_text
 
 from .helpers import umbrella
 
-SMALL = ["--rounds", "1", "--k", "1", "--limit", "6", "--warm-epochs", "1", "--max-new-tokens", "10"]
+SMALL = ["--rounds", "1", "--k", "1", "--limit", "6", "--warm-epochs", "1", "--max-new-tokens", "10",
+         "--no-learning"]  # the controlled part's learning is tested in tests/test_learning.py
 
 
 def test_demo_runs_end_to_end_and_resumes(tmp_path: Path) -> None:
@@ -21,6 +22,7 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     report = r.json()
     assert [x["round"] for x in report["rounds"]] == [0, 1]
+    assert "learning" not in report and not (out / "learning").exists()
     # each round's row describes one policy: round 0 the warm-started one, round 1 the one after round 1
     run = json.loads((out / "run" / "run.json").read_text())
     first_score = next(s for s in run["stages"] if s["id"] == "r1s1-score")["metrics"]["mean_score"]
@@ -59,7 +61,43 @@ def test_gold_text_and_help() -> None:
     problem = {"metadata": json.dumps({"solution": "Like poles repel."}), "answer_index": 1,
                "reference_rationale": "unused"}
     assert gold_text(problem) == "Like poles repel. So the answer is (B)."
-    assert umbrella(["demo", "--help"]).exit_code == 0
+    help_ = umbrella(["demo", "--help"])
+    assert help_.exit_code == 0 and "--learning" in help_.stdout and "--no-learning" in help_.stdout
+    assert "--learning-rounds" in help_.stdout
+
+
+def test_the_learning_part_reports_a_table_per_round_and_is_reused(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from ares_train import demo_controlled
+    from ares_train.tasks.learning import LearningSettings
+
+    def tiny(rounds: int) -> LearningSettings:  # the wiring, not the learning: a few problems, one SFT epoch
+        return LearningSettings(problems=4, warm_problems=16, sft_epochs=1, rounds=rounds, k=1,
+                                max_new_tokens=12, measure_kl=True)
+
+    monkeypatch.setattr(demo_controlled, "controlled_settings", tiny)
+    out = tmp_path / "demo"
+    args = ["demo", "--out", out, *SMALL[:-1], "--learning-rounds", "1"]
+    r = umbrella(args)
+    assert r.exit_code == 0, r.output
+    assert "Part 1 measures the machinery" in r.stdout and "Part 2 measures learning" in r.stdout
+    assert "controlled task: mean sentence score" in r.stdout
+    report = json.loads((out / "report" / "report.json").read_text())
+    part = report["learning"]
+    assert [x["round"] for x in part["rounds"]] == [0, 1] and part["variant"] == "ppo-sentence"
+    for row in part["rounds"]:
+        assert 0 <= row["mean_score"] <= 1 and 0 <= row["step_accuracy"] <= 1
+        assert 0 <= row["answer_accuracy"] <= 1
+    assert part["rounds"][0]["kl"] == 0.0 and part["rounds"][1]["kl"] != 0.0  # KL of the PPO'd policy
+    assert Path(report["paths"]["learning_plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    store = Store(Path(part["folder"]) / "store")
+    before = {n: store.versions(n) for n in store.names()}
+    assert {"add", "add-warm", "ppo-rationales", "ppo-scores"} <= set(before)
+
+    again = umbrella([*args, "--json"])  # reused: same table, nothing sampled or trained again
+    assert again.exit_code == 0, again.output
+    assert again.json()["learning"] == part
+    assert {n: store.versions(n) for n in store.names()} == before
 
 
 def test_a_teacher_without_its_key_fails_before_any_work(tmp_path: Path,
