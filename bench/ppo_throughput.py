@@ -13,7 +13,7 @@ with N the matmul parameters (the value model has no LM head), attention score F
 card's dense bf16 peak. One line of JSON per run goes to --record; the fastest run is printed.
 
     python bench/ppo_throughput.py --label before                       # CPU, ~100M model
-    python bench/ppo_throughput.py --label after --extra "--gradient-checkpointing"
+    python bench/ppo_throughput.py --label after-ckpt --extra=--gradient-checkpointing
     python bench/ppo_throughput.py --preset gpu-0.5b --problems 60 --k 4 --response-tokens 242 \\
         --mini-batch-size 16 --ppo-epochs 2 --dtype bfloat16 --label gpu-before     # on a GPU
 """

@@ -7,9 +7,9 @@ training set, as TRL built it) x epochs / train seconds. On CUDA: mean GPU utili
 0.2 s) and MFU = 6 x N_policy x tokens / seconds / the card's dense bf16 peak.
 
     python bench/sft_throughput.py --label before
-    python bench/sft_throughput.py --label after --extra "--padding-free"
+    python bench/sft_throughput.py --label after-ckpt --extra=--gradient-checkpointing
     python bench/sft_throughput.py --preset gpu-0.5b --problems 60 --k 4 --response-tokens 242 \\
-        --batch-size 16 --epochs 2 --extra "--bf16" --label gpu-before                    # on a GPU
+        --batch-size 16 --epochs 2 --dtype bfloat16 --label gpu-before                    # on a GPU
 """
 
 from __future__ import annotations

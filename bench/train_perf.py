@@ -107,7 +107,7 @@ def parser(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--k", type=int, default=2, help="responses per problem")
     ap.add_argument("--response-tokens", type=int, default=128, help="mean response length (0.5x-1.5x)")
     ap.add_argument("--dtype", default="auto", help="--dtype of the command")
-    ap.add_argument("--extra", default="", help="more flags for the command, one shell-quoted string")
+    ap.add_argument("--extra", default="", help='more flags for the command: --extra="--flag value ..."')
     ap.add_argument(
         "--repeats", type=int, default=2, help="runs, each in a fresh process; the fastest counts"
     )
