@@ -40,8 +40,8 @@ def demo_cmd(
     sentence-level PPO on a controlled task whose checker scores every sentence (this part shows learning).
     Ends with a table per part, PNG plots and the paths of everything made.
 
-    Example: ares demo (about a minute; writes ./ares-demo), or ares demo --teacher openai:gpt-4o-mini
-    --out demo-gpt with OPENAI_API_KEY set."""
+    Example: ares demo (about 70 s on 2 CPU cores; writes ./ares-demo), or ares demo --teacher
+    openai:gpt-4o-mini --out demo-gpt with OPENAI_API_KEY set."""
     from ares_train.deps import require_train_extra
 
     require_train_extra()
