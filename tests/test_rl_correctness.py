@@ -150,6 +150,14 @@ def test_micro_batch_losses_add_up_to_the_token_mean_of_the_mini_batch() -> None
     parts = sum(ppo_loss(new[i:i + 1], old[i:i + 1], adv[i:i + 1], vpred[i:i + 1], vals[i:i + 1],
                          ret[i:i + 1], mask[i:i + 1], n_tokens=n_tokens).loss for i in range(4))
     assert float(parts) == pytest.approx(float(whole), rel=1e-6)
+    # and what the log reports for the step is the mini-batch's loss, however it was split
+    from ares_train.ppo.algorithm import mean_loss
+
+    halves = [ppo_loss(new[i:i + 2], old[i:i + 2], adv[i:i + 2], vpred[i:i + 2], vals[i:i + 2],
+                       ret[i:i + 2], mask[i:i + 2], n_tokens=n_tokens) for i in (0, 2)]
+    logged, full = mean_loss(halves), ppo_loss(new, old, adv, vpred, vals, ret, mask)
+    for field in ("loss", "pg_loss", "vf_loss"):
+        assert float(getattr(logged, field)) == pytest.approx(float(getattr(full, field)), rel=1e-6)
 
 
 def test_lr_is_constant_within_a_round_by_default(store_dir: Path, text_model: Path, tmp_path: Path) -> None:

@@ -67,6 +67,8 @@ def gae(
 
 @dataclass
 class LossOut:
+    ADDITIVE = ("loss", "pg_loss", "vf_loss")  # shares of the mini-batch's per-token mean (see mean_loss)
+
     loss: torch.Tensor
     pg_loss: torch.Tensor
     vf_loss: torch.Tensor
@@ -135,10 +137,17 @@ def ppo_loss(
 
 
 def mean_loss(outs: list[Any]) -> Any:
-    """The (detached) mean of micro-batch losses and statistics (`LossOut`s, or another such dataclass)."""
+    """The mini-batch's (detached) losses and statistics from its micro-batches' (`LossOut`s, or another such
+    dataclass): fields named in the class's `ADDITIVE` are each micro-batch's share of the mini-batch mean
+    (divided by the mini-batch's token count), so they add up; the other statistics are averaged."""
     cls = type(outs[0])
-    fields = cls.__dataclass_fields__
-    return cls(*[torch.stack([getattr(o, f).detach() for o in outs]).mean() for f in fields])
+    additive = getattr(cls, "ADDITIVE", ())
+
+    def combine(f: str) -> torch.Tensor:
+        values = torch.stack([getattr(o, f).detach() for o in outs])
+        return values.sum() if f in additive else values.mean()
+
+    return cls(*[combine(f) for f in cls.__dataclass_fields__])
 
 
 def response_logprobs(logits: torch.Tensor, responses: torch.Tensor, temperature: float) -> torch.Tensor:

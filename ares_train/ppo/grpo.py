@@ -116,6 +116,8 @@ def _outcome(group: list[GroupMember], scale_rewards: str) -> list[torch.Tensor]
 
 @dataclass
 class GRPOLossOut:
+    ADDITIVE = ("loss",)  # a share of the mini-batch mean; the rest are this micro-batch's means (mean_loss)
+
     loss: torch.Tensor  # what backward() takes: (policy + kl_coef * KL) summed over tokens / tokens
     pg_loss: torch.Tensor  # per-token means over this micro-batch (statistics, detached)
     kl: torch.Tensor
