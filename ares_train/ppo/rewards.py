@@ -167,11 +167,17 @@ def windowed_ends(tokenizer: Any, ids: list[int], full: str) -> list[int] | None
 
 
 def _complete(text: str, decode: Any, ids: list[int], prefix: int, k: int) -> bool:
-    """Whether ids[prefix:k+1] decoding to `text` ends on a whole character: not on U+FFFD, unless that
-    U+FFFD is final (an invalid byte that no later token completes, so the next token keeps it)."""
+    """Whether ids[prefix:k+1], decoding to `text`, ends on a whole character. Text ending in U+FFFD is
+    whole only when the first later decode that no longer ends in U+FFFD still starts with `text` (an invalid
+    byte that no later token completes); with no such later decode the window cannot tell, gives up, and
+    every-prefix decoding decides."""
     if not text.endswith("\ufffd"):
         return True
-    return k + 1 >= len(ids) or decode(ids[prefix : k + 2]).startswith(text)
+    for j in range(k + 1, len(ids)):
+        later = decode(ids[prefix : j + 1])
+        if not later.endswith("\ufffd"):
+            return later.startswith(text)
+    return False
 
 
 def prefix_ends(tokenizer: Any, ids: list[int], full: str) -> list[int]:
