@@ -25,7 +25,9 @@ class Result:
         return json.loads(self.stdout)
 
 
-def invoke(app: Any, args: list[str], *, env: dict[str, str] | None = None, stdin: str | None = None) -> Result:
+def invoke(
+    app: Any, args: list[str], *, env: dict[str, str] | None = None, stdin: str | None = None
+) -> Result:
     """Run `app` like its console script would (exit codes, `Error:` lines), capturing output."""
     from ares_data.cli import run_app
 
