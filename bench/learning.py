@@ -10,7 +10,9 @@ rounds of rollout -> checker scores (import-scores) -> RL, the reference pinned 
 
 Prints, per variant and round (0 = the warm start), the mean over seeds with the standard deviation and
 the min..max of: mean sentence score, share of right steps, final-answer accuracy, sentences per rationale
-and KL(policy || warm start) per rationale; then, for each pair of variants, the per-seed paired
+and KL(policy || warm start) per rationale, with the mean wall time of the RL step that made the round's
+policy and its largest peak RSS (process-wide, sampled; 0 for the warm start); then, for each pair of
+variants, the per-seed paired
 differences of the mean sentence score; then the machine's load average and this process's CPU time.
 Results are kept in OUT/results.json per (seed, variant): running again reuses them (delete OUT to redo).
 `--set` changes a `LearningSettings` field, `--train` a setting of every variant's run config.
@@ -63,11 +65,13 @@ def spread(values: list[float]) -> str:
 
 def round_table(variant: str, runs: dict[int, list[dict[str, float]]]) -> list[str]:
     lines = [f"### {variant} ({len(runs)} seeds: mean ± std [min..max])", "",
-             "| round | " + " | ".join(METRICS) + " | train s |", "|" + "---|" * (len(METRICS) + 2)]
+             "| round | " + " | ".join(METRICS) + " | train s | train peak RSS MiB |",
+             "|" + "---|" * (len(METRICS) + 3)]
     for r in range(min(len(rows) for rows in runs.values())):
         cells = [spread([rows[r][m] for rows in runs.values()]) for m in METRICS]
         secs = statistics.fmean(rows[r]["train_seconds"] for rows in runs.values())
-        lines.append(f"| {r} | " + " | ".join(cells) + f" | {secs:.0f} |")
+        peak = max(rows[r].get("train_peak_mib", 0.0) for rows in runs.values())
+        lines.append(f"| {r} | " + " | ".join(cells) + f" | {secs:.0f} | {peak:.0f} |")
     return lines
 
 

@@ -25,6 +25,8 @@ class and run function (`ALGORITHMS`). Adding one is one line in each.
 from __future__ import annotations
 
 import dataclasses
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -44,7 +46,14 @@ def _ppo() -> tuple[type, Callable[..., Any]]:
     return PPORunConfig, run_ppo
 
 
-ALGORITHMS: dict[str, Callable[[], tuple[type, Callable[..., Any]]]] = {"ppo": _ppo}
+def _grpo() -> tuple[type, Callable[..., Any]]:
+    from ..ppo.grpo_config import GRPORunConfig
+    from ..ppo.grpo_run import run_grpo
+
+    return GRPORunConfig, run_grpo
+
+
+ALGORITHMS: dict[str, Callable[[], tuple[type, Callable[..., Any]]]] = {"ppo": _ppo, "grpo": _grpo}
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,8 @@ class Variant:
 VARIANTS: dict[str, Variant] = {
     "ppo-sentence": Variant("ppo", {"reward_level": "sentence"}),
     "ppo-sequence": Variant("ppo", {"reward_level": "sequence"}),
+    "grpo-process": Variant("grpo", {"advantage": "process"}),
+    "grpo-outcome": Variant("grpo", {"advantage": "outcome"}),
 }
 
 
@@ -103,9 +114,42 @@ class RoundStats:
     kl: float
     train_seconds: float  # wall time of the RL step that made this policy (0 for the warm start)
     rollout_seconds: float
+    train_peak_mib: float = 0.0  # peak RSS of this process during that RL step (sampled every 20 ms)
 
     def as_dict(self) -> dict[str, float]:
         return dataclasses.asdict(self)
+
+
+class PeakRSS:
+    """`with PeakRSS() as peak: ...` -> `peak.mib`, the largest resident set size of this process (MiB) seen
+    by a thread reading /proc/self/statm every 20 ms while the block runs (Linux; 0 elsewhere)."""
+
+    def __init__(self) -> None:
+        self.mib = 0.0
+        self._stop = threading.Event()
+
+    @staticmethod
+    def now() -> float:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+        except OSError:
+            return 0.0
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            self.mib = max(self.mib, self.now())
+
+    def __enter__(self) -> PeakRSS:
+        self.mib = self.now()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.mib = round(max(self.mib, self.now()), 1)
 
 
 @dataclass
@@ -207,7 +251,7 @@ def run_rounds(prep: Prepared, settings: LearningSettings, variant: Variant, out
     if unknown:
         raise ValueError(f"{config_cls.__name__} has no setting(s) {unknown}")
     shared = {k: v for k, v in settings.train.items() if k in names}
-    model, value, train_seconds = prep.warm, None, 0.0
+    model, value, train_seconds, peak = prep.warm, None, 0.0, PeakRSS()
     tag = out.name
     for r in range(settings.rounds + 1):
         started = time.perf_counter()
@@ -220,7 +264,7 @@ def run_rounds(prep: Prepared, settings: LearningSettings, variant: Variant, out
                                        f"{tag}-scores", settings.reward_sign)
         kl = policy_kl(prep.store, model, prep.warm, rationales, scores) if r and settings.measure_kl else 0.0
         yield RoundStats(r, stats.mean_score, stats.step_accuracy, stats.answer_accuracy, stats.sentences,
-                         kl, train_seconds, rollout_seconds)
+                         kl, train_seconds, rollout_seconds, peak.mib)
         if r == settings.rounds:
             return
         nxt = out / f"policy-{r + 1}"
@@ -229,7 +273,8 @@ def run_rounds(prep: Prepared, settings: LearningSettings, variant: Variant, out
         if value is not None and "value_model" in names:
             cfg.value_model = str(value)
         started = time.perf_counter()
-        run(cfg, prep.store)
+        with PeakRSS() as peak:
+            run(cfg, prep.store)
         train_seconds = time.perf_counter() - started
         model = nxt
         value = nxt / "value" if (nxt / "value").is_dir() else None
