@@ -375,3 +375,28 @@ def test_two_processes_share_the_rollouts_after_grouping(store_dir, text_model, 
     assert (counts["groups"], counts["constant_groups"]) == (4, 1)  # not per process
     assert counts["used"] == 4 and counts["uneven_remainder"] == 1  # 5 trainable rollouts, 2 per process
     assert manifest["final_metrics"]["step"] == 2 and (out / "model.safetensors").is_file()
+
+
+def test_two_grpo_rounds_raise_the_reward_and_a_flipped_reward_lowers_it(tmp_path) -> None:
+    """tests/test_learning.py's controlled task with process GRPO: one warm start, two rounds of rollout ->
+    checker scores -> grpo, with the checker's reward and with its sign flipped (same rollout seeds).
+    Measured with these settings (mean sentence score, warm -> round 2): seed 0 0.289 -> 0.344 / 0.205,
+    seed 1 0.294 -> 0.402 / 0.212, seed 2 0.306 -> 0.474 / 0.208 (reward / flipped)."""
+    import torch
+
+    from ares_train.tasks.learning import VARIANTS, prepare, quick_settings, run_rounds
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a model this small runs fastest on one thread
+    try:
+        prep = prepare(tmp_path, quick_settings(), seed=0)
+        runs = {sign: [r.mean_score for r in run_rounds(prep, quick_settings(sign), VARIANTS["grpo-process"],
+                                                         tmp_path / f"run{sign:g}", seed=0)]
+                for sign in (1.0, -1.0)}
+    finally:
+        torch.set_num_threads(threads)
+    warm, up, down = runs[1.0][0], runs[1.0][-1], runs[-1.0][-1]
+    assert runs[-1.0][0] == warm
+    assert up - warm >= 0.03, runs  # the reward rises
+    assert down <= warm - 0.05, runs  # the flipped reward lowers it
+    assert up - down >= 0.1, runs
